@@ -1,0 +1,10 @@
+'use strict';
+// Mocha runs the .ts tests directly on Node 24 (type stripping): no build step, no loader.
+module.exports = {
+  spec: ['{cloud,edge-gateway,protocol,simulators,tools,scripts}/**/*.test.ts', 'test/**/*.test.ts'],
+  extension: ['ts'],
+  require: ['test/helpers/root-hooks.ts'],
+  timeout: 20000,
+  slow: 1000,
+  exit: false,
+};

@@ -1,0 +1,76 @@
+/**
+ * Builds and starts the whole cloud process from its configuration: connections, health, metrics, the HTTP API.
+ * main.ts calls it with the parsed environment; tests call it in-process with their own services.
+ */
+import type { Connection } from 'mongoose';
+import type { Redis } from 'ioredis';
+import type { Clock } from '../../tools/runtime/clock.ts';
+import type { Logger } from '../../tools/runtime/logger.ts';
+import type { CloudConfig } from './config.ts';
+import { connectMongo, mongoHealthCheck } from './db/mongo.ts';
+import { connectRedis, redisHealthCheck } from './db/redis.ts';
+import { createHealth, type Health } from './health/health.ts';
+import { healthRoutes } from './health/routes.ts';
+import { createApp } from './http/app.ts';
+import { listen } from './http/server.ts';
+import { createMetrics, type CloudMetrics } from './metrics/metrics.ts';
+import { metricsRoutes } from './metrics/routes.ts';
+import { version } from './version.ts';
+
+export interface RunningCloud {
+  url: string;
+  port: number;
+  mongo: Connection;
+  redis: Redis;
+  health: Health;
+  metrics: CloudMetrics;
+  /** Graceful: /health turns 503, in-flight requests finish (within the grace period), then connections close. */
+  stop(): Promise<void>;
+}
+
+export async function startCloud({
+  config,
+  log,
+  clock,
+}: {
+  config: CloudConfig;
+  log: Logger;
+  clock: Clock;
+}): Promise<RunningCloud> {
+  const mongo = await connectMongo({ ...config.mongo, log: log.child({ module: 'mongo' }) });
+  const redis = await connectRedis({ ...config.redis, name: 'nxg-cloud', log: log.child({ module: 'redis' }) });
+
+  const metrics = createMetrics();
+  const health = createHealth({ clock, timeoutMs: config.health.checkTimeoutMs, version });
+  health.add(mongoHealthCheck(mongo));
+  health.add(redisHealthCheck(redis));
+
+  const app = createApp({
+    config: config.http,
+    log: log.child({ module: 'http' }),
+    metrics,
+    version,
+    routes: [...healthRoutes(health), ...metricsRoutes(metrics, config.metrics)],
+  });
+  const http = await listen(app, config.http);
+  log.info({ url: http.url }, 'cloud API listening');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url: http.url,
+    port: http.port,
+    mongo,
+    redis,
+    health,
+    metrics,
+    stop() {
+      stopping ??= (async () => {
+        health.markShuttingDown();
+        await http.close(config.http.shutdownGraceMs);
+        await Promise.allSettled([mongo.close(), redis.quit()]);
+        log.info('cloud stopped');
+      })();
+      return stopping;
+    },
+  };
+}

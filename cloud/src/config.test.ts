@@ -1,0 +1,50 @@
+import { expect } from 'chai';
+import { ConfigError } from '../../tools/runtime/env-config.ts';
+import { loadCloudConfig } from './config.ts';
+
+const required = { MONGO_URL: 'mongodb://127.0.0.1:27017/nxg', REDIS_URL: 'redis://127.0.0.1:6379' };
+
+describe('cloud configuration', () => {
+  it('applies the documented defaults', () => {
+    const config = loadCloudConfig(required);
+    expect(config.http).to.include({ host: '127.0.0.1', port: 8080, trustProxy: false, jsonLimitBytes: 262144 });
+    expect(config.http.corsOrigins).to.deep.equal([]);
+    expect(config.redis.commandTimeoutMs).to.equal(500);
+    expect(config.log).to.deep.equal({ level: 'info', pretty: false });
+    expect(config.metrics.bearerToken).to.equal(undefined);
+  });
+
+  it('parses lists, booleans and numbers', () => {
+    const config = loadCloudConfig({
+      ...required,
+      CORS_ORIGINS: 'https://app.nxg.test, http://localhost:3000',
+      TRUST_PROXY: 'yes',
+      HTTP_PORT: '0',
+      LOG_FORMAT: 'pretty',
+    });
+    expect(config.http.corsOrigins).to.deep.equal(['https://app.nxg.test', 'http://localhost:3000']);
+    expect(config.http.trustProxy).to.equal(true);
+    expect(config.http.port).to.equal(0);
+    expect(config.log.pretty).to.equal(true);
+  });
+
+  it('treats an empty value as unset', () => {
+    expect(loadCloudConfig({ ...required, HTTP_PORT: '' }).http.port).to.equal(8080);
+  });
+
+  it('names every wrong variable and what it expected', () => {
+    let error: unknown;
+    try {
+      loadCloudConfig({ MONGO_URL: 'http://nope', HTTP_PORT: '70000', TRUST_PROXY: 'maybe', CORS_ORIGINS: 'evil' });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.be.instanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join('\n');
+    expect(problems).to.match(/MONGO_URL: expected a mongodb or mongodb\+srv URL/);
+    expect(problems).to.match(/REDIS_URL:/);
+    expect(problems).to.match(/HTTP_PORT: expected ≤ 65535 \(got "70000"\)/);
+    expect(problems).to.match(/TRUST_PROXY: expected true or false/);
+    expect(problems).to.match(/CORS_ORIGINS: expected comma-separated origins/);
+  });
+});

@@ -1,0 +1,82 @@
+/**
+ * The cloud's configuration: every environment variable it reads, with defaults, parsed once in main.ts.
+ * README's configuration table lists the same variables; keep them together.
+ */
+import * as v from 'valibot';
+import { envBool, envInt, envList, envLogLevel, envPort, envUrl, parseEnv } from '../../tools/runtime/env-config.ts';
+
+const CloudEnv = v.object({
+  LOG_LEVEL: envLogLevel,
+  /** pretty: human-readable lines for a terminal; json: one object per line for log shippers. */
+  LOG_FORMAT: v.optional(v.picklist(['json', 'pretty'], 'expected json or pretty'), 'json'),
+  HTTP_HOST: v.optional(v.pipe(v.string(), v.ip('expected an IP address')), '127.0.0.1'),
+  HTTP_PORT: envPort(8080),
+  /** Origins (scheme://host[:port]) whose browsers may call the API; empty means no cross-origin access. */
+  CORS_ORIGINS: v.pipe(
+    envList(''),
+    v.check(
+      (origins) => origins.every((o) => /^https?:\/\/[a-z0-9.-]+(:\d{1,5})?$/i.test(o)),
+      'expected comma-separated origins such as https://app.example.com',
+    ),
+  ),
+  /** Trust X-Forwarded-* headers: only behind a reverse proxy that overwrites them (ASVS 5 4.1.3). */
+  TRUST_PROXY: envBool(false),
+  /** Largest JSON body accepted, in bytes. */
+  HTTP_JSON_LIMIT_BYTES: envInt(256 * 1024, 1024, 16 * 1024 * 1024),
+  /** Time a request may take before the server answers 503 (slow clients, stuck handlers). */
+  HTTP_REQUEST_TIMEOUT_MS: envInt(30_000, 1000, 300_000),
+  /** How long a shutdown waits for in-flight requests before closing their connections. */
+  SHUTDOWN_GRACE_MS: envInt(10_000, 0, 120_000),
+  MONGO_URL: envUrl(['mongodb', 'mongodb+srv']),
+  /** How long a MongoDB operation waits for a server before failing (and /health reporting it down). */
+  MONGO_TIMEOUT_MS: envInt(5000, 100, 60_000),
+  REDIS_URL: envUrl(['redis', 'rediss']),
+  /** Per-command deadline: without it ioredis retries ~20 times while Redis is down (RELIABILITY finding 8). */
+  REDIS_COMMAND_TIMEOUT_MS: envInt(500, 50, 30_000),
+  /** When set, GET /metrics requires it as a bearer token (the API may be reachable from outside). */
+  METRICS_TOKEN: v.optional(v.pipe(v.string(), v.minLength(16, 'expected at least 16 characters'))),
+  /** Deadline of each dependency check in GET /health. */
+  HEALTH_CHECK_TIMEOUT_MS: envInt(1000, 50, 30_000),
+});
+
+export type CloudEnv = v.InferOutput<typeof CloudEnv>;
+
+export interface CloudConfig {
+  log: { level: CloudEnv['LOG_LEVEL']; pretty: boolean };
+  http: {
+    host: string;
+    port: number;
+    corsOrigins: string[];
+    trustProxy: boolean;
+    jsonLimitBytes: number;
+    requestTimeoutMs: number;
+    shutdownGraceMs: number;
+  };
+  mongo: { url: string; timeoutMs: number };
+  redis: { url: string; commandTimeoutMs: number };
+  health: { checkTimeoutMs: number };
+  metrics: { bearerToken: string | undefined };
+}
+
+export function loadCloudConfig(env: Readonly<Record<string, string | undefined>>): CloudConfig {
+  const e = parseEnv(CloudEnv, env);
+  return {
+    log: { level: e.LOG_LEVEL, pretty: e.LOG_FORMAT === 'pretty' },
+    http: {
+      host: e.HTTP_HOST,
+      port: e.HTTP_PORT,
+      corsOrigins: e.CORS_ORIGINS,
+      trustProxy: e.TRUST_PROXY,
+      jsonLimitBytes: e.HTTP_JSON_LIMIT_BYTES,
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    },
+    mongo: { url: e.MONGO_URL, timeoutMs: e.MONGO_TIMEOUT_MS },
+    redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
+    health: { checkTimeoutMs: e.HEALTH_CHECK_TIMEOUT_MS },
+    metrics: { bearerToken: e.METRICS_TOKEN },
+  };
+}
+
+/** The variable names, for README's table check. */
+export const cloudEnvNames: readonly string[] = Object.keys(CloudEnv.entries);

@@ -1,0 +1,145 @@
+/**
+ * The Koa application. Middleware reads top down, outermost first:
+ *   request id + access log → metrics → security headers → CORS → compression → problem+json → routes.
+ * Security headers and CORS sit outside the problem renderer so error responses carry them too.
+ */
+import Koa from 'koa';
+import Router from '@koa/router';
+import cors from '@koa/cors';
+import compress from 'koa-compress';
+import helmet from 'koa-helmet';
+import * as v from 'valibot';
+import type { Logger } from '../../../tools/runtime/logger.ts';
+import { PROTOCOL_ROOT } from '../../../protocol/version.ts';
+import type { CloudConfig } from '../config.ts';
+import { httpMetrics, type CloudMetrics } from '../metrics/metrics.ts';
+import { mountApiDocs } from './api-docs.ts';
+import { Forbidden } from './errors.ts';
+import { buildOpenApiDocument } from './openapi.ts';
+import { problemMiddleware } from './problem.ts';
+import { requestContext } from './request-context.ts';
+import { defineRoute, mountRoutes, type RouteSpec } from './route.ts';
+import type { AppState } from './state.ts';
+
+export interface AppDeps {
+  config: Pick<CloudConfig['http'], 'corsOrigins' | 'trustProxy' | 'jsonLimitBytes'>;
+  log: Logger;
+  metrics: CloudMetrics;
+  version: string;
+  /** Every route of every domain; they are mounted and documented together. */
+  routes: readonly RouteSpec[];
+}
+
+/** Paths never compressed: Prometheus scrapes are small and frequent; /mqtt is a WebSocket upgrade. */
+const UNCOMPRESSED = /^\/(metrics|mqtt)(\/|$)/;
+
+/**
+ * A CORS preflight that @koa/cors let through carries an origin not on the allow-list: refuse it plainly (403, no
+ * Access-Control-* headers) rather than let the router answer OPTIONS with 200.
+ */
+function refuseForeignPreflight(allowedOrigins: ReadonlySet<string>): Koa.Middleware<AppState> {
+  return async (ctx, next) => {
+    if (
+      ctx.method === 'OPTIONS' &&
+      ctx.get('Access-Control-Request-Method') &&
+      !allowedOrigins.has(ctx.get('Origin'))
+    ) {
+      throw new Forbidden('this origin may not call the API');
+    }
+    await next();
+  };
+}
+
+export function createApp({ config, log, metrics, version, routes }: AppDeps): Koa<AppState> {
+  const app = new Koa<AppState>({ proxy: config.trustProxy });
+  // Errors are rendered by problemMiddleware and logged there with the request id; Koa's own handler would
+  // print stack traces to stderr.
+  app.silent = true;
+
+  const allowedOrigins = new Set(config.corsOrigins);
+  const infoRoute = defineRoute({
+    method: 'get',
+    path: '/api',
+    summary: 'What this API is and where its reference lives',
+    tags: ['operations'],
+    responses: {
+      200: {
+        description: 'API information',
+        schema: v.object({
+          name: v.string(),
+          version: v.string(),
+          protocol: v.string(),
+          docs: v.string(),
+          openapi: v.string(),
+        }),
+      },
+    },
+    handler: () => ({
+      status: 200,
+      body: { name: 'NXG Connect', version, protocol: PROTOCOL_ROOT, docs: '/api/docs', openapi: '/api/openapi.json' },
+    }),
+  });
+  const openApiRoute = defineRoute({
+    method: 'get',
+    path: '/api/openapi.json',
+    summary: 'This OpenAPI 3.1 document',
+    tags: ['operations'],
+    responses: { 200: { description: 'The OpenAPI document', contentType: 'application/json' } },
+    handler: () => ({ status: 200, body: openApiDocument }),
+  });
+  const allRoutes = [infoRoute, openApiRoute, ...routes];
+  const openApiDocument = buildOpenApiDocument(
+    {
+      title: 'NXG Connect API',
+      version,
+      description: 'REST API of the NXG Connect gym IoT hub. Errors are application/problem+json (RFC 9457).',
+    },
+    allRoutes,
+  );
+
+  const router = new Router<AppState>();
+  mountRoutes(router, allRoutes, { jsonLimitBytes: config.jsonLimitBytes });
+  mountApiDocs(router);
+
+  app.use(requestContext(log));
+  app.use(httpMetrics(metrics));
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        directives: {
+          defaultSrc: ["'self'"],
+          scriptSrc: ["'self'"],
+          // Swagger UI sets inline styles; it runs no inline script (init.js is a file).
+          styleSrc: ["'self'", "'unsafe-inline'"],
+          imgSrc: ["'self'", 'data:'],
+          connectSrc: ["'self'"],
+          frameAncestors: ["'none'"],
+        },
+      },
+      strictTransportSecurity: { maxAge: 31_536_000, includeSubDomains: true },
+    }),
+  );
+  app.use(
+    cors({
+      // @koa/cors answers `*` unless given a function: only listed origins get an exact echo (with Vary: Origin).
+      origin: (ctx) => {
+        const origin = ctx.get('Origin');
+        return allowedOrigins.has(origin) ? origin : '';
+      },
+      allowMethods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowHeaders: ['Authorization', 'Content-Type', 'X-Request-Id', 'Idempotency-Key'],
+      exposeHeaders: ['X-Request-Id', 'Retry-After', 'Location'],
+      maxAge: 600,
+    }),
+  );
+  app.use(compress({ threshold: 1024, filter: (type) => /json|text|javascript|css/.test(type) }));
+  app.use(async (ctx, next) => {
+    if (UNCOMPRESSED.test(ctx.path)) ctx.compress = false;
+    await next();
+  });
+  app.use(problemMiddleware());
+  app.use(refuseForeignPreflight(allowedOrigins));
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}
