@@ -110,12 +110,15 @@ describe('cloud process (real MongoDB-compatible server and Redis)', function ()
         log: silent,
         clock: systemClock,
       });
-      // Keep a request in flight: /health runs its checks; start it, then stop immediately.
+      // Hold a request in flight: a health check that takes 400 ms.
+      cloud.health.add({ name: 'slow-probe', check: () => new Promise((resolve) => setTimeout(resolve, 400)) });
       const inFlight = fetch(`${cloud.url}/health`);
-      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setTimeout(resolve, 150));
       const stopped = cloud.stop();
       const res = await inFlight;
-      expect([200, 503]).to.include(res.status);
+      // It was answered, not cut — and it says the node is going away, so a balancer stops routing here.
+      expect(res.status).to.equal(503);
+      expect(((await res.json()) as HealthBody).status).to.equal('shutting-down');
       await stopped;
       let refused = false;
       try {

@@ -8,7 +8,7 @@ import type { Clock } from '../../tools/runtime/clock.ts';
 import type { Logger } from '../../tools/runtime/logger.ts';
 import type { CloudConfig } from './config.ts';
 import { connectMongo, mongoHealthCheck } from './db/mongo.ts';
-import { connectRedis, redisHealthCheck } from './db/redis.ts';
+import { closeRedis, connectRedis, redisHealthCheck } from './db/redis.ts';
 import { createHealth, type Health } from './health/health.ts';
 import { healthRoutes } from './health/routes.ts';
 import { createApp } from './http/app.ts';
@@ -67,7 +67,7 @@ export async function startCloud({
       stopping ??= (async () => {
         health.markShuttingDown();
         await http.close(config.http.shutdownGraceMs);
-        await Promise.allSettled([mongo.close(), redis.quit()]);
+        await Promise.allSettled([mongo.close(), closeRedis(redis)]);
         log.info('cloud stopped');
       })();
       return stopping;

@@ -48,3 +48,13 @@ describe('cloud configuration', () => {
     expect(problems).to.match(/CORS_ORIGINS: expected comma-separated origins/);
   });
 });
+
+describe('README configuration table', () => {
+  it('lists every variable the cloud reads', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { cloudEnvNames } = await import('./config.ts');
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const missing = cloudEnvNames.filter((name) => !new RegExp(`^\\|\\s*\`${name}\`\\s*\\|`, 'm').test(readme));
+    expect(missing, `add these to README's configuration table: ${missing.join(', ')}`).to.deep.equal([]);
+  });
+});

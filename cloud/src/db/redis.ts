@@ -49,3 +49,20 @@ export function redisHealthCheck(redis: Redis): HealthCheck {
     },
   };
 }
+
+/** QUIT, then wait until the socket is really closed (status 'end'), so shutdown ends with nothing open. */
+export async function closeRedis(redis: Redis, timeoutMs = 2000): Promise<void> {
+  if (redis.status === 'end') return;
+  const ended = new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      redis.disconnect();
+      resolve();
+    }, timeoutMs);
+    redis.once('end', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  await redis.quit().catch(() => redis.disconnect());
+  await ended;
+}

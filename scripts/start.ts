@@ -1,0 +1,149 @@
+/**
+ * `npm start`: the whole hub on one machine with embedded defaults. Starts MongoDB (the stand-in, on disk under
+ * ./data so a restart keeps the gym's data) and Redis unless MONGO_URL / REDIS_URL point at existing ones, then
+ * the cloud; prints where everything listens; Ctrl-C stops everything in reverse order. Every child runs under a
+ * parent-death signal, so even a kill -9 of this process leaves nothing behind.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import * as v from 'valibot';
+import { envPort, envUrl, parseEnv, ConfigError } from '../tools/runtime/env-config.ts';
+import { startMongo, startRedis, type RunningService } from '../tools/services/index.ts';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+const StartEnv = v.object({
+  /** Where npm start keeps MongoDB's and Redis's files. */
+  NXG_DATA_DIR: v.optional(v.string(), path.join(root, 'data')),
+  MONGO_URL: v.optional(envUrl(['mongodb', 'mongodb+srv'])),
+  REDIS_URL: v.optional(envUrl(['redis', 'rediss'])),
+  HTTP_PORT: envPort(8080),
+});
+
+let env: v.InferOutput<typeof StartEnv>;
+try {
+  env = parseEnv(StartEnv, process.env);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`npm start: ${err.message}\n`);
+  process.exit(78);
+}
+
+const say = (line: string) => process.stdout.write(`[nxg] ${line}\n`);
+const stoppers: (() => Promise<void>)[] = [];
+let stopping = false;
+
+async function stopAll(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    say('stopping…');
+    for (const stop of stoppers.reverse()) {
+      await stop().catch((err: unknown) => say(`stop failed: ${String(err)}`));
+    }
+    say('stopped');
+  }
+  process.exit(code);
+}
+
+/** Runs a Node child of ours under setpriv's parent-death signal, with output passed through. */
+function spawnNode(name: string, script: string, childEnv: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, script], {
+    cwd: root,
+    env: childEnv,
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  child.on('exit', (code, signal) => {
+    if (!stopping) {
+      say(`${name} exited (${signal ?? code}); stopping the hub`);
+      void stopAll(1);
+    }
+  });
+  stoppers.push(
+    () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        child.once('exit', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        child.kill('SIGTERM');
+      }),
+  );
+  return child;
+}
+
+async function waitHealthy(url: string, deadlineMs: number): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  let last = '';
+  while (Date.now() < until) {
+    try {
+      const res = await fetch(`${url}/health`);
+      if (res.ok) return;
+      last = `status ${res.status}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`the cloud did not become healthy within ${deadlineMs} ms (${last})`);
+}
+
+process.on('SIGINT', () => void stopAll(0));
+process.on('SIGTERM', () => void stopAll(0));
+
+try {
+  const started = Date.now();
+  let mongoUrl = env.MONGO_URL;
+  if (!mongoUrl) {
+    const dir = path.join(env.NXG_DATA_DIR, 'mongo');
+    await mkdir(dir, { recursive: true });
+    const mongo: RunningService = await startMongo({ storage: { kind: 'h2', file: path.join(dir, 'nxg.mv.db') } });
+    stoppers.push(() => mongo.stop());
+    mongoUrl = `${mongo.url}/nxg`;
+    say(`MongoDB-compatible server  ${mongo.url}  (data: ${dir}, pid ${mongo.pid})`);
+  } else {
+    say(`MongoDB                    ${redact(mongoUrl)}  (MONGO_URL)`);
+  }
+  let redisUrl = env.REDIS_URL;
+  if (!redisUrl) {
+    const dir = path.join(env.NXG_DATA_DIR, 'redis');
+    await mkdir(dir, { recursive: true });
+    const redis: RunningService = await startRedis({ dataDir: dir });
+    stoppers.push(() => redis.stop());
+    redisUrl = redis.url;
+    say(`Redis                      ${redis.url}  (data: ${dir}, pid ${redis.pid})`);
+  } else {
+    say(`Redis                      ${redact(redisUrl)}  (REDIS_URL)`);
+  }
+
+  const cloud = spawnNode('cloud', path.join(root, 'cloud/src/main.ts'), {
+    ...process.env,
+    LOG_FORMAT: process.env.LOG_FORMAT ?? 'pretty',
+    MONGO_URL: mongoUrl,
+    REDIS_URL: redisUrl,
+  });
+  const apiUrl = `http://127.0.0.1:${env.HTTP_PORT}`;
+  await waitHealthy(apiUrl, 60_000);
+
+  say(
+    `cloud API                  ${apiUrl}/api  (health: ${apiUrl}/health, metrics: ${apiUrl}/metrics, pid ${cloud.pid})`,
+  );
+  say(`API reference              ${apiUrl}/api/docs`);
+  say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s — Ctrl-C stops everything`);
+} catch (err) {
+  say(`start failed: ${(err as Error).message}`);
+  await stopAll(1);
+}
+
+/** Hides credentials in a URL before printing it. */
+function redact(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}
