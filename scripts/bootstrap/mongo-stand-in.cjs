@@ -12,10 +12,9 @@
  * Plain CommonJS with built-ins only: it runs on the machine's Node 20 (npm's pre-scripts) as well as on Node 24.
  * Usage: node scripts/bootstrap/mongo-stand-in.cjs   (prints the classpath and the main class)
  */
-const { spawnSync } = require('node:child_process');
-const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
+const { findExecutable, run, sha256 } = require('./shell.cjs');
 
 const MAIN_CLASS = 'nxg.Launcher';
 const STAMP = '.stamp.json';
@@ -51,15 +50,11 @@ function ensureMongoStandIn(rootDir, log) {
     const started = Date.now();
     const mvn = requireTool('mvn');
     buildInto(libDir, (tmp) => {
-      run(mvn, [
-        '-q',
-        '-B',
-        'dependency:copy-dependencies',
-        `-DoutputDirectory=${tmp}`,
-        '-DincludeScope=runtime',
-        '-f',
-        pom,
-      ]);
+      run(
+        mvn,
+        ['-q', '-B', 'dependency:copy-dependencies', `-DoutputDirectory=${tmp}`, '-DincludeScope=runtime', '-f', pom],
+        { capture: true, label: 'mongo stand-in' },
+      );
       const jars = fs.readdirSync(tmp).filter((name) => name.endsWith('.jar'));
       if (jars.length === 0) throw new Error(`mongo stand-in: Maven copied no jars into ${tmp}`);
       return { pom: pomHash, jars: jars.sort() };
@@ -68,7 +63,7 @@ function ensureMongoStandIn(rootDir, log) {
   }
 
   // The jars' identity is part of the key: new library versions may change the APIs the launcher calls.
-  const classesKey = sha256(Buffer.concat([fs.readFileSync(source), Buffer.from(`\0${pomHash}`)]));
+  const classesKey = sha256(fs.readFileSync(source), `\0${pomHash}`);
   const classesStamp = readStamp(classesDir);
   const classesFresh =
     classesStamp !== null &&
@@ -79,7 +74,10 @@ function ensureMongoStandIn(rootDir, log) {
     const javac = requireTool('javac');
     buildInto(classesDir, (tmp) => {
       // javac expands the `lib/*` wildcard itself; no shell is involved. --release pins the class-file level.
-      run(javac, ['--release', '17', '-encoding', 'UTF-8', '-d', tmp, '-cp', path.join(libDir, '*'), source]);
+      run(javac, ['--release', '17', '-encoding', 'UTF-8', '-d', tmp, '-cp', path.join(libDir, '*'), source], {
+        capture: true,
+        label: 'mongo stand-in',
+      });
       return { source: classesKey };
     });
   }
@@ -122,39 +120,16 @@ function readStamp(dir) {
   }
 }
 
-function sha256(data) {
-  return crypto.createHash('sha256').update(data).digest('hex');
-}
-
 const DEBIAN_PACKAGE = { java: 'openjdk-17-jre-headless', javac: 'openjdk-17-jdk-headless', mvn: 'maven' };
 
 /** Finds a tool on PATH without running it (java -version costs ~50 ms, mvn -v ~300 ms), or fails loudly. */
 function requireTool(name) {
-  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
-    if (!dir) continue;
-    const candidate = path.join(dir, name);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // not here; keep looking
-    }
-  }
+  const found = findExecutable(name);
+  if (found) return found;
   throw new Error(
     `mongo stand-in: \`${name}\` is not on PATH. The MongoDB-compatible server needs Java 17 and Maven: ` +
       `apt-get install -y ${DEBIAN_PACKAGE[name]} (or set MONGO_URL to an existing MongoDB).`,
   );
-}
-
-function run(cmd, args) {
-  const result = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (result.error) throw new Error(`mongo stand-in: cannot run ${cmd}: ${result.error.message}`);
-  if (result.status !== 0) {
-    // Maven -q reports its errors on stdout; keep the tail of both streams.
-    const output = `${result.stdout || ''}${result.stderr || ''}`.trim().split('\n').slice(-40).join('\n');
-    const how = result.signal ? `was killed by ${result.signal}` : `exited with ${result.status}`;
-    throw new Error(`mongo stand-in: ${path.basename(cmd)} ${how}:\n${output}`);
-  }
 }
 
 /** CLI: builds what is missing and prints how to run it. */

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import mongoose from 'mongoose';
-import { connectMongoose, connectRedis, testServices, uniqueDbName } from './services.ts';
+import { connectMongoose, connectTestRedis, testServices, uniqueDbName } from './services.ts';
 
 describe('test harness: shared services (root hooks)', () => {
   it('exposes the MongoDB and Redis URLs of the run', () => {
@@ -33,9 +33,9 @@ describe('test harness: shared services (root hooks)', () => {
     }
   });
 
-  it("connectRedis prefixes its keys and flushes only its own, never another suite's", async () => {
-    const mine = await connectRedis();
-    const other = await connectRedis();
+  it("connectTestRedis prefixes its keys and flushes only its own, never another suite's", async () => {
+    const mine = await connectTestRedis();
+    const other = await connectTestRedis();
     const raw = new Redis(testServices().redisUrl);
     try {
       await mine.client.set('k', 'mine');

@@ -60,7 +60,11 @@ export interface TestRedis {
 
 let redisCounter = 0;
 
-export async function connectRedis(): Promise<TestRedis> {
+/**
+ * An ioredis client of the run's Redis with a key prefix of its own. Named apart from production's connectRedis
+ * (cloud/src/db/redis.ts, with fail-fast options) so that an import can never pick up the wrong one.
+ */
+export async function connectTestRedis(): Promise<TestRedis> {
   const prefix = `test:${process.pid}:${++redisCounter}:${randomBytes(3).toString('hex')}:`;
   const client = new Redis(testServices().redisUrl, { keyPrefix: prefix, lazyConnect: true, maxRetriesPerRequest: 1 });
   await client.connect();

@@ -20,6 +20,8 @@ export interface StartMongoOptions {
   /** Progress of the one-time build (Maven fetch, javac). */
   readonly log?: (message: string) => void;
   readonly onLine?: (line: string, stream: OutputStream) => void;
+  /** Default false: run in a process group of its own, out of reach of a terminal's Ctrl-C (see spawnService). */
+  readonly detached?: boolean;
 }
 
 export interface MongoService extends RunningService {
@@ -62,6 +64,7 @@ export async function startMongo(options: StartMongoOptions): Promise<MongoServi
     cwd: rootDir,
     stdinPipe: true,
     ...(options.onLine ? { onLine: options.onLine } : {}),
+    detached: options.detached ?? false,
   });
 
   try {

@@ -23,6 +23,8 @@ export interface StartMosquittoOptions {
   /** Default 30 s (measured start: ~30 ms). */
   readonly readyTimeoutMs?: number;
   readonly onLine?: (line: string, stream: OutputStream) => void;
+  /** Default false: run in a process group of its own, out of reach of a terminal's Ctrl-C (see spawnService). */
+  readonly detached?: boolean;
 }
 
 export async function startMosquitto(options: StartMosquittoOptions = {}): Promise<RunningService> {
@@ -67,6 +69,7 @@ async function startOn(command: string, port: number, options: StartMosquittoOpt
       args: ['-c', configFile],
       cwd: dir,
       ...(options.onLine ? { onLine: options.onLine } : {}),
+      detached: options.detached ?? false,
     });
   } catch (err) {
     await rm(dir, { recursive: true, force: true });

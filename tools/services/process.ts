@@ -9,6 +9,11 @@
  *   - the kernel clears it when the service changes its user id (mosquitto started as root drops to its own user
  *     unless told `user root`, see mosquitto.ts).
  * A `process.on('exit')` SIGKILL of every live child is a second guard for ordinary exits.
+ *
+ * `detached: true` puts a service in a process group (and session) of its own. A terminal's Ctrl-C goes to its
+ * foreground process group: a service in ours would get that SIGINT too and stop on its own, in no order, while
+ * we are still using it. In its own group it only hears from us: the parent stops it when it is done with it
+ * (stop()). The child is not unref()'d and keeps its parent-death signal, so detached never means orphaned.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync } from 'node:fs';
@@ -43,6 +48,12 @@ export interface SpawnServiceOptions {
   readonly stdinPipe?: boolean;
   /** Every output line, e.g. to pass the service's log through. The last lines are kept for errors regardless. */
   readonly onLine?: (line: string, stream: OutputStream) => void;
+  /**
+   * Default false. True: the service runs in a process group of its own, so a Ctrl-C (SIGINT to the terminal's
+   * foreground group) reaches only the parent, which then stops its services in order. Still killed with the
+   * parent (pdeathsig) and by stop().
+   */
+  readonly detached?: boolean;
 }
 
 export interface ServiceProcess {
@@ -94,7 +105,11 @@ function installExitGuard(): void {
 
 const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
-/** Finds an executable on PATH or in the sbin folders (mosquitto lives in /usr/sbin, often not on a user's PATH). */
+/**
+ * Finds an executable on PATH or in the sbin folders (mosquitto lives in /usr/sbin, often not on a user's PATH).
+ * The bootstrap's findExecutable (scripts/bootstrap/shell.cjs, which must run on Node 20) searches the same folders
+ * in the same order: keep the two alike.
+ */
 export function findExecutable(name: string): string | undefined {
   if (name.includes('/')) return name;
   const dirs = [...(process.env.PATH ?? '').split(path.delimiter), ...SBIN_DIRS];
@@ -145,6 +160,9 @@ export async function spawnService(options: SpawnServiceOptions): Promise<Servic
     cwd: options.cwd,
     env: options.env ?? process.env,
     stdio: [options.stdinPipe ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    // setsid() in the child: a new session and process group, led by the service (setpriv execs it, same pid).
+    // Never unref()'d: we wait for it, stop it, and kill it on exit like any other child.
+    detached: options.detached ?? false,
   });
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);

@@ -22,6 +22,8 @@ export interface StartRedisOptions {
   /** Default 30 s (measured start: ~20 ms). */
   readonly readyTimeoutMs?: number;
   readonly onLine?: (line: string, stream: OutputStream) => void;
+  /** Default false: run in a process group of its own, out of reach of a terminal's Ctrl-C (see spawnService). */
+  readonly detached?: boolean;
 }
 
 export interface RedisService extends RunningService {
@@ -53,6 +55,7 @@ async function startOn(
     args: ['--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'no', ...persistence],
     ...(dataDir ? { cwd: dataDir } : {}),
     ...(options.onLine ? { onLine: options.onLine } : {}),
+    detached: options.detached ?? false,
   });
   try {
     await proc.waitUntil(() => ping(port, remaining(deadline)), remaining(deadline));

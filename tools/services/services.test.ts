@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -212,6 +212,38 @@ describe('tools/services: real services as child processes', function () {
     }
   });
 
+  it("detached: a Ctrl-C to the parent's process group does not reach the service; pdeathsig still does", async () => {
+    const fixture = path.join(import.meta.dirname, 'process-group-fixture.ts');
+    // The fixture leads a process group of its own, standing for the terminal's foreground group (not mocha's).
+    const child = spawn(process.execPath, [fixture], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        createInterface({ input: child.stdout }).once('line', resolve);
+        child.once('exit', (code) => reject(new Error(`fixture exited (${code}) before printing pids:\n${stderr}`)));
+      });
+      const pids = JSON.parse(line) as Record<'detached' | 'attached', number>;
+      expect([pids.detached, pids.attached].filter(isProcessAlive)).to.have.length(2);
+
+      // What a terminal does on Ctrl-C. The fixture ignores it; redis-server stops on SIGINT.
+      process.kill(-(child.pid ?? 0), 'SIGINT');
+      // The one in the fixture's group got it (so the signal was sent and delivered) ...
+      expect(await waitGone([pids.attached], 5_000)).to.deep.equal([]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // ... the detached one did not.
+      expect(isProcessAlive(pids.detached)).to.equal(true);
+      expect(child.exitCode).to.equal(null);
+
+      child.kill('SIGKILL');
+      await exited;
+      expect(await waitGone([pids.detached], 5_000)).to.deep.equal([]);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   describe('a port that is already taken', () => {
     let blocker: net.Server;
     beforeEach(async () => {
@@ -270,6 +302,20 @@ describe('tools/services: real services as child processes', function () {
       } finally {
         await proc.stop();
       }
+    });
+
+    it('detached: leads a process group of its own, and stop() still ends it', async () => {
+      const proc = await spawnService({ name: 'loner', command: 'sleep', args: ['30'], detached: true });
+      try {
+        // /proc/PID/stat: "PID (comm) STATE PPID PGRP …"
+        const stat = await readFile(`/proc/${proc.pid}/stat`, 'utf8');
+        const [, ppid, pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        expect(Number(ppid)).to.equal(process.pid);
+        expect(Number(pgrp)).to.equal(proc.pid);
+      } finally {
+        expect(await proc.stop()).to.deep.equal({ code: null, signal: 'SIGTERM' });
+      }
+      expect(isProcessAlive(proc.pid)).to.equal(false);
     });
 
     it('stop() escalates to SIGKILL when SIGTERM is ignored', async () => {
