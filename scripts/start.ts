@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import * as v from 'valibot';
-import { envPort, envUrl, parseEnv, ConfigError } from '../tools/runtime/env-config.ts';
+import { envInt, envUrl, parseEnv, ConfigError } from '../tools/runtime/env-config.ts';
 import { startMongo, startRedis, type RunningService } from '../tools/services/index.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -18,7 +18,9 @@ const StartEnv = v.object({
   NXG_DATA_DIR: v.optional(v.string(), path.join(root, 'data')),
   MONGO_URL: v.optional(envUrl(['mongodb', 'mongodb+srv'])),
   REDIS_URL: v.optional(envUrl(['redis', 'rediss'])),
-  HTTP_PORT: envPort(8080),
+  /** The cloud's address: npm start waits for its /health there. Port 0 is refused: it must be known. */
+  HTTP_HOST: v.optional(v.pipe(v.string(), v.ip('expected an IP address')), '127.0.0.1'),
+  HTTP_PORT: envInt(8080, 1, 65535),
 });
 
 let env: v.InferOutput<typeof StartEnv>;
@@ -32,29 +34,38 @@ try {
 
 const say = (line: string) => process.stdout.write(`[nxg] ${line}\n`);
 const stoppers: (() => Promise<void>)[] = [];
-let stopping = false;
+let stopping: Promise<never> | undefined;
 
-async function stopAll(code: number): Promise<never> {
-  if (!stopping) {
-    stopping = true;
+/**
+ * Stops everything in reverse order of start, once: a second Ctrl-C (or npm forwarding the terminal's SIGINT
+ * after the terminal already sent it) joins the stop under way instead of cutting it short.
+ */
+function stopAll(code: number): Promise<never> {
+  stopping ??= (async () => {
     say('stopping…');
     for (const stop of stoppers.reverse()) {
       await stop().catch((err: unknown) => say(`stop failed: ${String(err)}`));
     }
     say('stopped');
-  }
-  process.exit(code);
+    process.exit(code);
+  })();
+  return stopping;
 }
 
-/** Runs a Node child of ours under setpriv's parent-death signal, with output passed through. */
+/**
+ * Runs a Node child of ours under setpriv's parent-death signal, with output passed through. It gets a process
+ * group of its own (detached, but not unref'd): the terminal's Ctrl-C reaches only this script, which then stops
+ * the children in order — the cloud drains before the databases go away.
+ */
 function spawnNode(name: string, script: string, childEnv: NodeJS.ProcessEnv): ChildProcess {
   const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, script], {
     cwd: root,
     env: childEnv,
     stdio: ['ignore', 'inherit', 'inherit'],
+    detached: true,
   });
   child.on('exit', (code, signal) => {
-    if (!stopping) {
+    if (stopping === undefined) {
       say(`${name} exited (${signal ?? code}); stopping the hub`);
       void stopAll(1);
     }
@@ -92,6 +103,7 @@ async function waitHealthy(url: string, deadlineMs: number): Promise<void> {
 
 process.on('SIGINT', () => void stopAll(0));
 process.on('SIGTERM', () => void stopAll(0));
+process.on('SIGHUP', () => void stopAll(0)); // the terminal closed
 
 try {
   const started = Date.now();
@@ -99,7 +111,10 @@ try {
   if (!mongoUrl) {
     const dir = path.join(env.NXG_DATA_DIR, 'mongo');
     await mkdir(dir, { recursive: true });
-    const mongo: RunningService = await startMongo({ storage: { kind: 'h2', file: path.join(dir, 'nxg.mv.db') } });
+    const mongo: RunningService = await startMongo({
+      storage: { kind: 'h2', file: path.join(dir, 'nxg.mv.db') },
+      detached: true,
+    });
     stoppers.push(() => mongo.stop());
     mongoUrl = `${mongo.url}/nxg`;
     say(`MongoDB-compatible server  ${mongo.url}  (data: ${dir}, pid ${mongo.pid})`);
@@ -110,7 +125,7 @@ try {
   if (!redisUrl) {
     const dir = path.join(env.NXG_DATA_DIR, 'redis');
     await mkdir(dir, { recursive: true });
-    const redis: RunningService = await startRedis({ dataDir: dir });
+    const redis: RunningService = await startRedis({ dataDir: dir, detached: true });
     stoppers.push(() => redis.stop());
     redisUrl = redis.url;
     say(`Redis                      ${redis.url}  (data: ${dir}, pid ${redis.pid})`);
@@ -124,14 +139,18 @@ try {
     MONGO_URL: mongoUrl,
     REDIS_URL: redisUrl,
   });
-  const apiUrl = `http://127.0.0.1:${env.HTTP_PORT}`;
+  // A wildcard address is reached through loopback; a specific one, directly.
+  const probeHost = env.HTTP_HOST === '0.0.0.0' || env.HTTP_HOST === '::' ? '127.0.0.1' : env.HTTP_HOST;
+  const apiUrl = `http://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${env.HTTP_PORT}`;
   await waitHealthy(apiUrl, 60_000);
 
   say(
     `cloud API                  ${apiUrl}/api  (health: ${apiUrl}/health, metrics: ${apiUrl}/metrics, pid ${cloud.pid})`,
   );
   say(`API reference              ${apiUrl}/api/docs`);
-  say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s — Ctrl-C stops everything`);
+  say(
+    `ready in ${((Date.now() - started) / 1000).toFixed(1)} s — Ctrl-C stops everything (start script pid ${process.pid})`,
+  );
 } catch (err) {
   say(`start failed: ${(err as Error).message}`);
   await stopAll(1);

@@ -1,7 +1,8 @@
 import { expect } from 'chai';
+import { Schema } from 'mongoose';
 import { pino } from 'pino';
 import { systemClock } from '../../tools/runtime/clock.ts';
-import { startRedis, type RunningService } from '../../tools/services/index.ts';
+import { findFreePort, startRedis, type RunningService } from '../../tools/services/index.ts';
 import { testServices, uniqueDbName } from '../../test/helpers/services.ts';
 import { startCloud, type RunningCloud } from './cloud.ts';
 import { loadCloudConfig } from './config.ts';
@@ -60,6 +61,25 @@ describe('cloud process (real MongoDB-compatible server and Redis)', function ()
       await cloud.redis.del('nxg:test:probe');
     });
 
+    it('refuses queries on unknown paths and $-operators from values (strictQuery, sanitizeFilter)', async () => {
+      const Probe = cloud.mongo.model('StrictProbe', new Schema({ email: String }));
+      await Probe.create({ email: 'a@nxg.test' });
+      let strictError: unknown;
+      try {
+        await Probe.find({ emial: 'a@nxg.test' }).lean();
+      } catch (err) {
+        strictError = err;
+      }
+      expect((strictError as Error | undefined)?.name).to.equal('StrictModeError');
+      let sanitizeError: unknown;
+      try {
+        await Probe.find({ email: { $ne: null } }).lean();
+      } catch (err) {
+        sanitizeError = err;
+      }
+      expect(sanitizeError, 'a $ne from input must not run').to.be.instanceOf(Error);
+    });
+
     it('answers the API index and exposes default process metrics', async () => {
       const api = (await (await fetch(`${cloud.url}/api`)).json()) as Record<string, string>;
       expect(api).to.include({ name: 'NXG Connect', protocol: 'nxg/v1', docs: '/api/docs' });
@@ -102,7 +122,49 @@ describe('cloud process (real MongoDB-compatible server and Redis)', function ()
     });
   });
 
+  describe('a failed start', () => {
+    it('closes what it had opened: no MongoDB socket or Redis reconnect timer left behind', async () => {
+      // Sockets and timers (a reconnecting client keeps both) must be back to what they were.
+      const countHandles = () =>
+        process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap' || r === 'Timeout').length;
+      const deadRedis = `redis://127.0.0.1:${await findFreePort()}`;
+      // Counted after the first await: mocha arms this test's own timeout timer only once the test returns a promise.
+      const before = countHandles();
+      let failure: unknown;
+      try {
+        await startCloud({
+          config: configFor(`${testServices().mongoUrl}/${uniqueDbName('cloud-fail')}`, deadRedis),
+          log: silent,
+          clock: systemClock,
+        });
+      } catch (err) {
+        failure = err;
+      }
+      expect(failure).to.be.instanceOf(Error);
+      // The driver's close finishes its own short timers; a leaked client would reconnect forever.
+      const until = Date.now() + 5000;
+      while (countHandles() > before && Date.now() < until) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        await new Promise((resolve) => setImmediate(resolve)); // let that timer itself be released before counting
+      }
+      expect(countHandles(), process.getActiveResourcesInfo().join()).to.be.at.most(before);
+    });
+  });
+
   describe('graceful shutdown', () => {
+    it('keeps answering during the drain delay, with /health at 503 so balancers move away', async () => {
+      const { mongoUrl, redisUrl } = testServices();
+      const config = configFor(`${mongoUrl}/${uniqueDbName('cloud-drain')}`, redisUrl);
+      config.http.shutdownDrainDelayMs = 400;
+      const cloud = await startCloud({ config, log: silent, clock: systemClock });
+      const stopped = cloud.stop();
+      const res = await fetch(`${cloud.url}/health`);
+      expect(res.status).to.equal(503);
+      expect(((await res.json()) as HealthBody).status).to.equal('shutting-down');
+      expect((await fetch(`${cloud.url}/health/live`)).status).to.equal(200);
+      await stopped;
+    });
+
     it('finishes an in-flight request, then refuses new connections and closes its clients', async () => {
       const { mongoUrl, redisUrl } = testServices();
       const cloud = await startCloud({

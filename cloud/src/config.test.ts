@@ -28,6 +28,15 @@ describe('cloud configuration', () => {
     expect(config.log.pretty).to.equal(true);
   });
 
+  it('requires a metrics token when the API listens beyond loopback', () => {
+    expect(() => loadCloudConfig({ ...required, HTTP_HOST: '0.0.0.0' })).to.throw(
+      ConfigError,
+      /METRICS_TOKEN: required/,
+    );
+    const config = loadCloudConfig({ ...required, HTTP_HOST: '0.0.0.0', METRICS_TOKEN: 'a-long-enough-token' });
+    expect(config.metrics.bearerToken).to.equal('a-long-enough-token');
+  });
+
   it('treats an empty value as unset', () => {
     expect(loadCloudConfig({ ...required, HTTP_PORT: '' }).http.port).to.equal(8080);
   });
@@ -56,5 +65,24 @@ describe('README configuration table', () => {
     const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
     const missing = cloudEnvNames.filter((name) => !new RegExp(`^\\|\\s*\`${name}\`\\s*\\|`, 'm').test(readme));
     expect(missing, `add these to README's configuration table: ${missing.join(', ')}`).to.deep.equal([]);
+  });
+});
+
+describe('configuration errors and secrets', () => {
+  it('never echoes a secret variable or the credentials in a URL', () => {
+    let message = '';
+    try {
+      loadCloudConfig({
+        MONGO_URL: 'mongo://admin:S3cretPass@db:27017/nxg',
+        REDIS_URL: 'redis://r:6379',
+        METRICS_TOKEN: 'short-secret',
+      });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).to.match(/MONGO_URL: .*\(got "mongo:\/\/\*\*\*@db:27017\/nxg"\)/);
+    expect(message).to.match(/METRICS_TOKEN: .*\(value hidden\)/);
+    expect(message).to.not.include('S3cretPass');
+    expect(message).to.not.include('short-secret');
   });
 });

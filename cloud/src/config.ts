@@ -3,7 +3,16 @@
  * README's configuration table lists the same variables; keep them together.
  */
 import * as v from 'valibot';
-import { envBool, envInt, envList, envLogLevel, envPort, envUrl, parseEnv } from '../../tools/runtime/env-config.ts';
+import {
+  ConfigError,
+  envBool,
+  envInt,
+  envList,
+  envLogLevel,
+  envPort,
+  envUrl,
+  parseEnv,
+} from '../../tools/runtime/env-config.ts';
 
 const CloudEnv = v.object({
   LOG_LEVEL: envLogLevel,
@@ -21,12 +30,19 @@ const CloudEnv = v.object({
   ),
   /** Trust X-Forwarded-* headers: only behind a reverse proxy that overwrites them (ASVS 5 4.1.3). */
   TRUST_PROXY: envBool(false),
+  /**
+   * With TRUST_PROXY, how many proxies append to X-Forwarded-For: the client address is taken that many entries
+   * from the right, never from the left, which the client writes itself.
+   */
+  TRUST_PROXY_HOPS: envInt(1, 1, 10),
   /** Largest JSON body accepted, in bytes. */
   HTTP_JSON_LIMIT_BYTES: envInt(256 * 1024, 1024, 16 * 1024 * 1024),
-  /** Time a request may take before the server answers 503 (slow clients, stuck handlers). */
+  /** Time a client has to send a whole request (slow-client guard); handlers are bounded by their own deadlines. */
   HTTP_REQUEST_TIMEOUT_MS: envInt(30_000, 1000, 300_000),
   /** How long a shutdown waits for in-flight requests before closing their connections. */
   SHUTDOWN_GRACE_MS: envInt(10_000, 0, 120_000),
+  /** How long a shutdown keeps serving with /health at 503 before it stops accepting: a balancer's check interval. */
+  SHUTDOWN_DRAIN_DELAY_MS: envInt(0, 0, 120_000),
   MONGO_URL: envUrl(['mongodb', 'mongodb+srv']),
   /** How long a MongoDB operation waits for a server before failing (and /health reporting it down). */
   MONGO_TIMEOUT_MS: envInt(5000, 100, 60_000),
@@ -48,9 +64,11 @@ export interface CloudConfig {
     port: number;
     corsOrigins: string[];
     trustProxy: boolean;
+    trustProxyHops: number;
     jsonLimitBytes: number;
     requestTimeoutMs: number;
     shutdownGraceMs: number;
+    shutdownDrainDelayMs: number;
   };
   mongo: { url: string; timeoutMs: number };
   redis: { url: string; commandTimeoutMs: number };
@@ -60,6 +78,10 @@ export interface CloudConfig {
 
 export function loadCloudConfig(env: Readonly<Record<string, string | undefined>>): CloudConfig {
   const e = parseEnv(CloudEnv, env);
+  if (!e.METRICS_TOKEN && !isLoopback(e.HTTP_HOST)) {
+    // Off loopback, /metrics would tell anyone the routes, traffic and process internals.
+    throw new ConfigError([`METRICS_TOKEN: required when HTTP_HOST (${e.HTTP_HOST}) is not a loopback address`]);
+  }
   return {
     log: { level: e.LOG_LEVEL, pretty: e.LOG_FORMAT === 'pretty' },
     http: {
@@ -67,15 +89,21 @@ export function loadCloudConfig(env: Readonly<Record<string, string | undefined>
       port: e.HTTP_PORT,
       corsOrigins: e.CORS_ORIGINS,
       trustProxy: e.TRUST_PROXY,
+      trustProxyHops: e.TRUST_PROXY_HOPS,
       jsonLimitBytes: e.HTTP_JSON_LIMIT_BYTES,
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
       shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+      shutdownDrainDelayMs: e.SHUTDOWN_DRAIN_DELAY_MS,
     },
     mongo: { url: e.MONGO_URL, timeoutMs: e.MONGO_TIMEOUT_MS },
     redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
     health: { checkTimeoutMs: e.HEALTH_CHECK_TIMEOUT_MS },
     metrics: { bearerToken: e.METRICS_TOKEN },
   };
+}
+
+function isLoopback(host: string): boolean {
+  return host === '::1' || host.startsWith('127.');
 }
 
 /** The variable names, for README's table check. */

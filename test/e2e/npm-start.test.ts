@@ -3,7 +3,7 @@
  * reports them healthy, and Ctrl-C (or a kill -9 of the script itself) leaves no process behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -19,16 +19,26 @@ interface Started {
   apiUrl: string;
 }
 
-/** Runs scripts/start.ts on Node 24 and resolves when it prints its ready line. */
-async function runStart(dataDir: string, port: number, deadlineMs = 90_000): Promise<Started> {
-  const env: NodeJS.ProcessEnv = { ...process.env, NXG_DATA_DIR: dataDir, HTTP_PORT: String(port), LOG_LEVEL: 'warn' };
+/**
+ * Runs the start script on Node 24, in a process group of its own as a terminal would (so a SIGINT to the group is
+ * Ctrl-C), and resolves when it prints its ready line. `viaNpmScript` runs package.json's "start" command under a
+ * stand-in for npm instead, to test what happens when npm itself dies.
+ */
+async function runStart(dataDir: string, port: number, { viaNpmScript = false } = {}): Promise<Started> {
+  const deadlineMs = 90_000;
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    NXG_DATA_DIR: dataDir,
+    HTTP_PORT: String(port),
+    LOG_LEVEL: 'info',
+    PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+  };
   delete env.MONGO_URL; // the harness may point at shared services; npm start must start its own here
   delete env.REDIS_URL;
-  const child = spawn(process.execPath, [path.join(root, 'scripts/start.ts')], {
-    cwd: root,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const pkg = JSON.parse(await readFile(path.join(root, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const args = viaNpmScript ? ['-e', npmStandIn, pkg.scripts.start] : [path.join(root, 'scripts/start.ts')];
+  const child = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  startedGroups.push(child);
   const lines: string[] = [];
   const collect = (stream: NodeJS.ReadableStream) =>
     createInterface({ input: stream }).on('line', (line) => lines.push(line));
@@ -53,9 +63,16 @@ async function runStart(dataDir: string, port: number, deadlineMs = 90_000): Pro
       reject(new Error(`npm start exited with ${code}:\n${lines.join('\n')}`));
     });
   });
-  const pids = lines.flatMap((l) => [...l.matchAll(/pid (\d+)/g)].map((m) => Number(m[1])));
+  // The services' and the cloud's pids; the script's own is printed as "start script pid N".
+  const pids = lines.flatMap((l) => [...l.matchAll(/(?<!script )pid (\d+)/g)].map((m) => Number(m[1])));
   return { child, lines, pids, apiUrl: `http://127.0.0.1:${port}` };
 }
+
+/** Like npm run-script: the script's command line through `sh -c`, output passed through. */
+const npmStandIn = `require('node:child_process').spawn(process.argv[1], { shell: true, stdio: 'inherit' });`;
+
+/** Every start-script group this file made, so a failing test cannot leave a hub running. */
+const startedGroups: ChildProcess[] = [];
 
 async function waitGone(pids: number[], deadlineMs: number): Promise<number[]> {
   const until = Date.now() + deadlineMs;
@@ -74,9 +91,18 @@ describe('npm start (end to end)', function () {
   before(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'nxg-start-'));
   });
+  afterEach(() => {
+    for (const child of startedGroups.splice(0)) {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  });
   after(() => rm(dataDir, { recursive: true, force: true }));
 
-  it('brings up MongoDB, Redis and the cloud, healthy, and Ctrl-C leaves no process behind', async () => {
+  it('brings up MongoDB, Redis and the cloud, healthy, and Ctrl-C drains and leaves no process behind', async () => {
     const started = await runStart(dataDir, await findFreePort());
     expect(started.pids, started.lines.join('\n')).to.have.length(3);
     expect(started.lines.join('\n')).to.include('/api/docs');
@@ -89,16 +115,29 @@ describe('npm start (end to end)', function () {
     expect((await fetch(`${started.apiUrl}/api/docs`)).status).to.equal(200);
 
     const exited = new Promise<number | null>((resolve) => started.child.once('exit', (code) => resolve(code)));
-    started.child.kill('SIGINT');
+    // Ctrl-C: the terminal signals its whole foreground process group.
+    process.kill(-started.child.pid!, 'SIGINT');
     expect(await exited).to.equal(0);
     expect(await waitGone(started.pids, 5000), 'processes left behind').to.deep.equal([]);
+    const log = started.lines.join('\n');
+    expect(log, 'the cloud stopped gracefully, once').to.include('cloud stopped');
+    expect(log).to.not.include('second signal');
   });
 
-  it('leaves no process behind even when the start script is killed with SIGKILL', async () => {
+  it('leaves no process behind when the start script is killed with SIGKILL', async () => {
     const started = await runStart(dataDir, await findFreePort());
     expect(started.pids).to.have.length(3);
     started.child.kill('SIGKILL');
     // The parent-death signal reaches each child at once; 15 s allows for the cloud's graceful stop.
     expect(await waitGone(started.pids, 15_000), 'orphans left behind').to.deep.equal([]);
+  });
+
+  it("stops the hub when npm itself is killed (package.json's start command)", async () => {
+    const started = await runStart(dataDir, await findFreePort(), { viaNpmScript: true });
+    expect(started.pids).to.have.length(3);
+    const scriptPid = Number(/start script pid (\d+)/.exec(started.lines.join('\n'))?.[1]);
+    expect(scriptPid, started.lines.join('\n')).to.be.above(0);
+    started.child.kill('SIGKILL'); // the stand-in for npm
+    expect(await waitGone([scriptPid, ...started.pids], 15_000), 'processes left behind').to.deep.equal([]);
   });
 });

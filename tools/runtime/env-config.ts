@@ -32,10 +32,20 @@ export function parseEnv<TSchema extends EnvSchema>(
   if (result.success) return result.output;
   const problems = result.issues.map((issue) => {
     const name = v.getDotPath(issue) ?? '(environment)';
-    const given = input[name];
-    return `${name}: ${issue.message}${given === undefined ? '' : ` (got ${JSON.stringify(given)})`}`;
+    const shown = describeValue(name, input[name]);
+    return `${name}: ${issue.message}${shown === undefined ? '' : ` (got ${shown})`}`;
   });
   throw new ConfigError(problems);
+}
+
+/** Variables whose values are never echoed: a start-up error ends up in logs. */
+const SECRET_NAME = /TOKEN|SECRET|PASSWORD|PASSPHRASE|KEY|DSN/i;
+
+/** How a wrong value is quoted in the error: secrets not at all, URLs without their credentials. */
+function describeValue(name: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (SECRET_NAME.test(name)) return '(value hidden)';
+  return JSON.stringify(value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/?#]*@/i, '$1***@'));
 }
 
 // Reusable pieces for env schemas: every value arrives as a string.

@@ -7,25 +7,22 @@ import { pino, type Logger, type LevelWithSilent } from 'pino';
 export type { Logger };
 
 /**
- * Paths that must never reach a log line: credentials, tokens, and personal health data. pino's redaction is
- * applied at serialisation, so a careless `log.info({ req })` is still safe.
+ * Paths that must never reach a log line: credentials and tokens, at the depths our code logs them (a value, a
+ * request or response, a body, an HTTP client's config). pino's redaction matches exact paths with one-level
+ * wildcards, not any depth, so this list is the contract: log objects shaped like these, never whole contexts,
+ * bodies of unknown shape, or health data (CONVENTIONS.md, "Logging").
  */
+const SECRET_KEYS = ['password', 'secret', 'token', 'accessToken', 'refreshToken', 'apiKey', 'authorization', 'cookie'];
 export const redactedPaths = [
-  'password',
-  '*.password',
-  'secret',
-  '*.secret',
-  'token',
-  '*.token',
-  'accessToken',
-  '*.accessToken',
-  'refreshToken',
-  '*.refreshToken',
-  'authorization',
-  '*.authorization',
+  ...SECRET_KEYS.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]),
   'req.headers.authorization',
   'req.headers.cookie',
+  '*.headers.authorization',
+  '*.headers.Authorization',
+  '*.*.headers.authorization',
+  '*.*.headers.Authorization',
   'res.headers["set-cookie"]',
+  'err.keyValue',
 ];
 
 export interface LoggerOptions {

@@ -41,8 +41,15 @@ describe('runtime: logger redaction', () => {
       },
       'x',
     );
+    log.info(
+      { body: { user: { password: 'deep-pass' } }, config: { headers: { Authorization: 'Bearer axios' } } },
+      'y',
+    );
+    log.error({ err: { keyValue: { email: 'member@nxg.test' } } }, 'duplicate key');
     const line = lines.join('');
-    for (const secret of ['hunter2', 'tok-123', 'r-1', 'Bearer abc']) expect(line).to.not.include(secret);
+    for (const secret of ['hunter2', 'tok-123', 'r-1', 'Bearer abc', 'deep-pass', 'Bearer axios', 'member@nxg.test']) {
+      expect(line).to.not.include(secret);
+    }
     expect(line).to.include('[redacted]');
   });
 });

@@ -16,6 +16,10 @@ export interface MongoOptions {
 }
 
 export async function connectMongo({ url, timeoutMs, log }: MongoOptions): Promise<Connection> {
+  // A filter naming a path the schema does not have is refused instead of silently dropped (an unknown key
+  // turned into `{}` means "match everything"). Mongoose reads this option globally or per schema, not per
+  // connection; it is process-wide policy, so it is set here where the process's only connection is made.
+  mongoose.set('strictQuery', 'throw');
   const connection = mongoose.createConnection(url, {
     serverSelectionTimeoutMS: timeoutMs,
     // Filters from user input are validated before they get here (route.ts); this is the second line.
@@ -24,7 +28,6 @@ export async function connectMongo({ url, timeoutMs, log }: MongoOptions): Promi
     autoCreate: true,
     maxPoolSize: 20,
   });
-  connection.set('strictQuery', 'throw');
   connection.on('disconnected', () => log.warn('mongodb disconnected'));
   connection.on('reconnected', () => log.info('mongodb reconnected'));
   connection.on('error', (err: Error) => log.error({ err: { name: err.name, message: err.message } }, 'mongodb error'));

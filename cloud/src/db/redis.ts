@@ -35,7 +35,13 @@ export async function connectRedis({ url, commandTimeoutMs, log, name }: RedisOp
     if (lastError) log.info('redis ready again');
     lastError = '';
   });
-  await redis.connect();
+  try {
+    await redis.connect();
+  } catch (err) {
+    // Without this the client would go on reconnecting in the background after the caller gave up.
+    redis.disconnect();
+    throw err;
+  }
   log.info('redis connected');
   return redis;
 }

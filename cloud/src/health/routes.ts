@@ -5,7 +5,8 @@ import type { Health } from './health.ts';
 const CheckResult = v.object({
   status: v.picklist(['up', 'down']),
   latencyMs: v.number(),
-  error: v.optional(v.string()),
+  /** Why it is down, in one word (details are in the server log). */
+  error: v.optional(v.picklist(['timeout', 'unreachable'])),
 });
 
 export const HealthReport = v.object({

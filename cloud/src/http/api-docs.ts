@@ -13,12 +13,12 @@ const require = createRequire(import.meta.url);
 const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
 
 /** The only files the page needs; nothing else under node_modules is reachable. */
-const assets: Record<string, string> = {
-  'swagger-ui.css': 'text/css; charset=utf-8',
-  'swagger-ui-bundle.js': 'application/javascript; charset=utf-8',
-  'swagger-ui-standalone-preset.js': 'application/javascript; charset=utf-8',
-  'favicon-32x32.png': 'image/png',
-};
+const assets = new Map<string, string>([
+  ['swagger-ui.css', 'text/css; charset=utf-8'],
+  ['swagger-ui-bundle.js', 'application/javascript; charset=utf-8'],
+  ['swagger-ui-standalone-preset.js', 'application/javascript; charset=utf-8'],
+  ['favicon-32x32.png', 'image/png'],
+]);
 
 const page = `<!doctype html>
 <html lang="en">
@@ -44,6 +44,8 @@ const init = `window.ui = SwaggerUIBundle({
   deepLinking: true,
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
   layout: 'StandaloneLayout',
+  // Swagger UI would otherwise send the document's URL to validator.swagger.io (and CSP would block the badge).
+  validatorUrl: null,
 });
 `;
 
@@ -58,7 +60,8 @@ export function mountApiDocs(router: Router<AppState>): void {
   });
   router.get('/api/docs/assets/:file', async (ctx) => {
     const file = ctx.params.file ?? '';
-    const type = assets[file];
+    // A Map, not an object literal: `constructor` or `__proto__` must not find an inherited member.
+    const type = assets.get(file);
     if (!type) return; // falls through to the 404 problem
     const full = path.join(swaggerDir, file);
     const info = await stat(full);

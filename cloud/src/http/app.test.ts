@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import * as v from 'valibot';
 import { pino } from 'pino';
 import { createApp } from './app.ts';
-import { Conflict } from './errors.ts';
+import { Conflict, Unauthorized } from './errors.ts';
 import { listen, type HttpServer } from './server.ts';
 import { defineRoute } from './route.ts';
 import { createMetrics } from '../metrics/metrics.ts';
@@ -114,6 +114,7 @@ describe('cloud HTTP skeleton', () => {
     it('refuses $-operators, dotted keys and prototype keys anywhere in a body', async () => {
       for (const body of [
         '{"name":{"$ne":null}}',
+        '{"name":"x","__proto__":{"role":"admin"}}',
         '{"name":"x","profile.role":"admin"}',
         '{"$where":"1"}',
         '{"name":"x","nested":[{"constructor":{}}]}',
@@ -269,7 +270,7 @@ describe('cloud HTTP skeleton', () => {
       ]);
       const create = doc.paths['/api/things']!.post!;
       expect(JSON.stringify(create.requestBody)).to.include('"additionalProperties":false');
-      expect(create.responses).to.have.keys('201', '400', '413', '415', '429', '500', '503');
+      expect(create.responses).to.have.keys('201', '400', '413', '415', '500', '503');
       expect(doc.paths['/api/things/{id}']!.get!.parameters.map((p) => p.name)).to.have.members(['id', 'limit']);
       expect(doc.components.schemas).to.have.property('Problem');
     });
@@ -304,5 +305,102 @@ describe('cloud HTTP skeleton', () => {
       );
       expect(text).to.not.include('some-id');
     });
+  });
+});
+
+describe('route declarations', () => {
+  const mountOne = (route: Parameters<typeof defineRoute>[0]) =>
+    createApp({
+      config: { corsOrigins: [], trustProxy: false, jsonLimitBytes: 1024 },
+      log: pino({ level: 'silent' }),
+      metrics: createMetrics({ defaultMetrics: false }),
+      version: 'test',
+      routes: [route],
+    });
+
+  it('refuses at build time a body schema that would silently drop unknown keys', () => {
+    expect(() =>
+      mountOne({
+        method: 'put',
+        path: '/api/profile',
+        summary: 'x',
+        tags: [],
+        body: v.object({ firstName: v.string() }),
+        responses: {},
+        handler: () => undefined,
+      }),
+    ).to.throw(/must be a v.strictObject/);
+  });
+
+  it('refuses at build time a body on GET or DELETE', () => {
+    expect(() =>
+      mountOne({
+        method: 'delete',
+        path: '/api/thing',
+        summary: 'x',
+        tags: [],
+        body: v.strictObject({}),
+        responses: {},
+        handler: () => undefined,
+      }),
+    ).to.throw(/only POST, PUT and PATCH/);
+  });
+
+  it('runs guards before reading the body: an unauthenticated bad body gets 401, not a schema lesson', async () => {
+    const app = mountOne({
+      method: 'post',
+      path: '/api/secret',
+      summary: 'x',
+      tags: [],
+      body: v.strictObject({ name: v.string() }),
+      responses: {},
+      guards: [
+        () => {
+          throw new Unauthorized();
+        },
+      ],
+      handler: () => ({ status: 204 }),
+    });
+    const server = await listen(app, { host: '127.0.0.1', port: 0, requestTimeoutMs: 5000 });
+    try {
+      const res = await fetch(`${server.url}/api/secret`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'text/plain' },
+        body: 'x',
+      });
+      expect(res.status).to.equal(401);
+      expect(res.headers.get('www-authenticate')).to.equal('Bearer');
+      expect(await res.text()).to.not.include('name');
+    } finally {
+      await server.close(100);
+    }
+  });
+});
+
+describe('client address behind a proxy', () => {
+  it('reads X-Forwarded-For from the right when TRUST_PROXY is on, never the client-written left', async () => {
+    const app = createApp({
+      config: { corsOrigins: [], trustProxy: true, trustProxyHops: 1, jsonLimitBytes: 1024 },
+      log: pino({ level: 'silent' }),
+      metrics: createMetrics({ defaultMetrics: false }),
+      version: 'test',
+      routes: [
+        defineRoute({
+          method: 'get',
+          path: '/api/ip',
+          summary: 'x',
+          tags: [],
+          responses: {},
+          handler: (ctx) => ({ status: 200, body: { ip: ctx.ip } }),
+        }),
+      ],
+    });
+    const server = await listen(app, { host: '127.0.0.1', port: 0, requestTimeoutMs: 5000 });
+    try {
+      const res = await fetch(`${server.url}/api/ip`, { headers: { 'X-Forwarded-For': '203.0.113.9, 198.51.100.7' } });
+      expect(await res.json()).to.deep.equal({ ip: '198.51.100.7' });
+    } finally {
+      await server.close(100);
+    }
   });
 });

@@ -22,7 +22,7 @@ import { defineRoute, mountRoutes, type RouteSpec } from './route.ts';
 import type { AppState } from './state.ts';
 
 export interface AppDeps {
-  config: Pick<CloudConfig['http'], 'corsOrigins' | 'trustProxy' | 'jsonLimitBytes'>;
+  config: Pick<CloudConfig['http'], 'corsOrigins' | 'trustProxy' | 'jsonLimitBytes'> & { trustProxyHops?: number };
   log: Logger;
   metrics: CloudMetrics;
   version: string;
@@ -51,7 +51,9 @@ function refuseForeignPreflight(allowedOrigins: ReadonlySet<string>): Koa.Middle
 }
 
 export function createApp({ config, log, metrics, version, routes }: AppDeps): Koa<AppState> {
-  const app = new Koa<AppState>({ proxy: config.trustProxy });
+  // With a trusted proxy, ctx.ip is read that many X-Forwarded-For entries from the right: the leftmost entries
+  // are whatever the client sent.
+  const app = new Koa<AppState>({ proxy: config.trustProxy, maxIpsCount: config.trustProxyHops ?? 1 });
   // Errors are rendered by problemMiddleware and logged there with the request id; Koa's own handler would
   // print stack traces to stderr.
   app.silent = true;
@@ -114,6 +116,9 @@ export function createApp({ config, log, metrics, version, routes }: AppDeps): K
           imgSrc: ["'self'", 'data:'],
           connectSrc: ["'self'"],
           frameAncestors: ["'none'"],
+          // helmet's default would make browsers rewrite /api/docs' requests to https on a plain-HTTP deployment
+          // (TLS is terminated in front of us, where there is TLS at all); HSTS covers the HTTPS case.
+          upgradeInsecureRequests: null,
         },
       },
       strictTransportSecurity: { maxAge: 31_536_000, includeSubDomains: true },

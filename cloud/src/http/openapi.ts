@@ -17,10 +17,13 @@ import { PROBLEM_CONTENT_TYPE } from './problem.ts';
 
 export type OpenApiInfo = InfoObject;
 
-function jsonSchema(schema: AnySchema): SchemaObject {
-  // 'ignore' keeps transforms, brands and custom checks out of the document instead of throwing on them: they
-  // tighten validation but add nothing a client could act on.
-  const converted = toJsonSchema(schema, { target: 'draft-2020-12', errorMode: 'ignore', typeMode: 'input' });
+/**
+ * Requests are described by what a client may send (the schema's input), responses by what it receives (output).
+ * 'ignore' leaves transforms and custom checks out of the document rather than failing: the server still
+ * enforces them, so the document can be looser than validation but never stricter.
+ */
+function jsonSchema(schema: AnySchema, typeMode: 'input' | 'output' = 'input'): SchemaObject {
+  const converted = toJsonSchema(schema, { target: 'draft-2020-12', errorMode: 'ignore', typeMode });
   const { $schema: _drop, ...rest } = converted as Record<string, unknown>;
   return rest;
 }
@@ -95,7 +98,7 @@ export function buildOpenApiDocument(info: OpenApiInfo, routes: readonly RouteSp
       responses[status] = {
         description: spec.description,
         ...(spec.headers ? { headers: spec.headers } : {}),
-        ...(spec.schema ? { content: { [contentType]: { schema: jsonSchema(spec.schema) } } } : {}),
+        ...(spec.schema ? { content: { [contentType]: { schema: jsonSchema(spec.schema, 'output') } } } : {}),
         ...(!spec.schema && spec.contentType ? { content: { [contentType]: {} } } : {}),
       };
     }
@@ -105,7 +108,6 @@ export function buildOpenApiDocument(info: OpenApiInfo, routes: readonly RouteSp
       responses['415'] ??= problemResponse('The body is not application/json');
     }
     if (route.security?.length) responses['401'] ??= problemResponse('Missing, invalid, expired or revoked token');
-    responses['429'] ??= problemResponse('Rate limited: see Retry-After');
     responses['500'] ??= problemResponse('Unexpected error');
     responses['503'] ??= problemResponse('A dependency is unavailable: retry after Retry-After seconds');
 

@@ -5,7 +5,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { Middleware } from 'koa';
-import { AppError, NotFound } from './errors.ts';
+import { AppError, Invalid, NotFound } from './errors.ts';
 import type { AppState } from './state.ts';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
@@ -79,6 +79,12 @@ function problemFor(err: unknown): {
   }
   const httpErr = err as HttpLikeError;
   const status = httpErr?.status ?? httpErr?.statusCode;
+  if (status === 400 && /prototype/i.test(httpErr.message)) {
+    // The JSON parser (co-body's bourne) refuses `__proto__` keys before our key scan sees them: same answer.
+    return problemFor(
+      new Invalid([{ in: 'body', field: '__proto__', reason: 'keys naming a prototype are not accepted' }]),
+    );
+  }
   if (typeof status === 'number' && status >= 400 && status < 500) {
     // Body-parser and router errors (http-errors): their status is right, their message may echo input, so we
     // word the common ones ourselves.

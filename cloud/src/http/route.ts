@@ -1,6 +1,6 @@
 /**
  * A route is declared once, with the valibot schemas it validates with; the same declaration mounts it on a router
- * and describes it in the OpenAPI document (openapi.ts). So the document cannot drift from what is enforced.
+ * and describes it in the OpenAPI document (openapi.ts), so validation and the document come from one schema.
  *
  *   export const listThings = defineRoute({
  *     method: 'get', path: '/api/things', summary: 'List things', tags: ['things'],
@@ -58,8 +58,11 @@ export interface RouteSpec<
   query?: Q;
   params?: P;
   responses: Record<number, ResponseSpec>;
-  /** Middleware run after validation and before the handler (auth, rate limits). */
-  before?: Middleware<AppState>[];
+  /**
+   * Middleware run first, before the body is even read: authentication, authorization, rate limits. An
+   * unauthenticated caller gets its 401 without making us parse (or describe the schema of) its body.
+   */
+  guards?: Middleware<AppState>[];
   handler: (
     ctx: RouteContext,
     input: { body: Out<B>; query: Out<Q>; params: Out<P> },
@@ -144,6 +147,31 @@ function validatePart(
   return undefined;
 }
 
+/** Methods whose bodies koa-body parses; a body schema on any other would never see its body. */
+const BODY_METHODS: ReadonlySet<HttpMethod> = new Set(['post', 'put', 'patch']);
+
+/**
+ * Mistakes caught when the app is built rather than in production: a body on GET/DELETE, and a body schema
+ * that silently drops unknown keys — `{ role: 'admin' }` must be refused with 400 naming `role` (mass assignment,
+ * ASVS 5.1.2), which only v.strictObject does.
+ */
+function assertMountable(route: RouteSpec): void {
+  const where = `${route.method.toUpperCase()} ${route.path}`;
+  if (route.body && !BODY_METHODS.has(route.method)) throw new Error(`${where}: only POST, PUT and PATCH take a body`);
+  if (route.body && !refusesUnknownKeys(route.body)) {
+    throw new Error(`${where}: a body schema must be a v.strictObject (or a pipe, union or variant of them)`);
+  }
+}
+
+function refusesUnknownKeys(schema: AnySchema): boolean {
+  const s = schema as AnySchema & { pipe?: AnySchema[]; options?: AnySchema[] };
+  if (s.type === 'strict_object') return true;
+  if (s.type === 'object' || s.type === 'loose_object' || s.type === 'object_with_rest') return false;
+  if (s.pipe?.[0] && s.pipe[0] !== schema) return refusesUnknownKeys(s.pipe[0]);
+  if ((s.type === 'union' || s.type === 'variant') && s.options) return s.options.every(refusesUnknownKeys);
+  return true; // arrays and scalars have no keys to smuggle
+}
+
 export interface MountOptions {
   jsonLimitBytes: number;
 }
@@ -162,7 +190,8 @@ export function mountRoutes(router: Router<AppState>, routes: readonly RouteSpec
   });
 
   for (const route of routes) {
-    const chain: Middleware<AppState>[] = [];
+    assertMountable(route);
+    const chain: Middleware<AppState>[] = [...(route.guards ?? [])];
     if (route.body) {
       chain.push(async (ctx, next) => {
         // Form bodies would turn `email[$ne]=x` into an operator object: JSON only (ASVS 4 13.2.5).
@@ -179,7 +208,6 @@ export function mountRoutes(router: Router<AppState>, routes: readonly RouteSpec
       if (issues.length > 0) throw new Invalid(issues);
       await next();
     });
-    chain.push(...(route.before ?? []));
     chain.push(async (ctx) => {
       const result = await route.handler(ctx, {
         body: ctx.state.body as never,

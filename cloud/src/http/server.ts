@@ -47,11 +47,13 @@ export async function listen(
     url: `http://${shownHost}:${address.port}`,
     close(graceMs) {
       return new Promise<void>((resolve) => {
-        const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-        timer.unref();
-        // close() stops accepting and closes idle keep-alive sockets; busy ones close after their response.
+        const cut = setTimeout(() => server.closeAllConnections(), graceMs);
+        // close() stops accepting and closes the keep-alive sockets idle at that moment; a socket busy then
+        // would stay open after its response until the client's keep-alive ends, so sweep idle ones until done.
+        const sweep = setInterval(() => server.closeIdleConnections(), 50);
         server.close(() => {
-          clearTimeout(timer);
+          clearTimeout(cut);
+          clearInterval(sweep);
           resolve();
         });
         server.closeIdleConnections();

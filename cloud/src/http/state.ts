@@ -8,7 +8,7 @@ export interface AppState {
   log: Logger;
   /** Set when the response is a problem document (for the access log). */
   problem?: ProblemDocument;
-  /** Validated inputs (see validate.ts). */
+  /** Validated inputs (see route.ts). */
   body?: unknown;
   query?: unknown;
   params?: unknown;
