@@ -42,10 +42,29 @@ describe('protocol/envelope', () => {
     expect(v.safeParse(Envelope, { ...base, seq: Number.MAX_SAFE_INTEGER }).success).to.equal(true);
   });
 
+  it('accepts msgIds of 16–64 characters: a UUID, a ULID, 128 random bits in base64url', () => {
+    for (const msgId of [
+      '7b1e0c52-3f4a-4d8e-9a61-2c5b8f0e4d17',
+      '01JD8Z3K4M5N6P7Q8R9S0T1V2W',
+      Buffer.alloc(16, 0xfb).toString('base64url'),
+      'x'.repeat(16),
+      'x'.repeat(64),
+    ]) {
+      expect(v.safeParse(Envelope, { ...base, msgId }).success, msgId).to.equal(true);
+    }
+  });
+
+  it('normalises seq -0 to 0', () => {
+    const parsed = v.parse(Envelope, { ...base, seq: -0 });
+    expect(Object.is(parsed.seq, 0)).to.equal(true);
+  });
+
   const invalid: [string, Record<string, unknown>, string][] = [
     ['a missing msgId', { msgId: undefined }, 'msgId'],
     ['a msgId with a space', { msgId: 'a b' }, 'msgId'],
     ['a 65-character msgId', { msgId: 'x'.repeat(65) }, 'msgId'],
+    ['a 15-character msgId (too short to be globally unique)', { msgId: 'x'.repeat(15) }, 'msgId'],
+    ['a per-source counter as msgId', { msgId: 'm-1' }, 'msgId'],
     ['an upper-case source', { source: 'Row-03' }, 'source'],
     ['a source with a wildcard', { source: 'row+' }, 'source'],
     ['a bootId with a slash', { bootId: 'b/7' }, 'bootId'],
@@ -109,9 +128,14 @@ describe('protocol/envelope', () => {
         source: asSourceId('gw-demo-1'),
         bootId: asBootId('boot-1'),
         now: () => Date.UTC(2026, 0, 1),
-        newId: () => asMsgId(`m-${n++}`),
+        newId: () => asMsgId(`gw-demo-1-boot-1-${n++}`),
       });
-      expect(stamper.stamp()).to.deep.include({ msgId: 'm-0', bootId: 'boot-1', source: 'gw-demo-1', seq: 0 });
+      expect(stamper.stamp()).to.deep.include({
+        msgId: 'gw-demo-1-boot-1-0',
+        bootId: 'boot-1',
+        source: 'gw-demo-1',
+        seq: 0,
+      });
     });
   });
 });

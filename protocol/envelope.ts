@@ -4,7 +4,8 @@
  *
  * The cloud orders and deduplicates by these, never by arrival time: MQTT redelivery after a reconnect, a gateway
  * draining a backlog and a live path running beside it all deliver out of arrival order.
- * - `msgId`: unique per record; every write is idempotent by it, so a redelivered record is a no-op.
+ * - `msgId`: globally unique (16–64 characters, `newMsgId()`); every write is idempotent by it alone, so a
+ *   redelivered record is a no-op — and a msgId reused by another source would be dropped as a duplicate.
  * - `source` + `bootId` + `seq`: `seq` counts up per source and boot; `bootId` changes when the source restarts,
  *   which is what allows `seq` to start again at 0.
  * - `ts`: event time at the source, integer ms since the epoch. Compare records of different boots by it.
@@ -12,14 +13,18 @@
  */
 import * as v from 'valibot';
 import { BootId, MsgId, SourceId, newBootId, newMsgId } from './ids.ts';
-import { Timestamp } from './scalars.ts';
+import { Timestamp, positiveZero } from './scalars.ts';
 import { PROTOCOL_MINOR } from './version.ts';
 
-/** Per-source, per-boot sequence number: a non-negative safe integer. */
+/**
+ * Per-source, per-boot sequence number: a non-negative safe integer. JSON `-0` passes every integer check, so it is
+ * normalised to `0`: otherwise it would survive as `-0` into storage and `Object.is` comparisons.
+ */
 export const Seq = v.pipe(
   v.number(),
   v.safeInteger(),
   v.minValue(0),
+  v.transform(positiveZero),
   v.description('Sequence number per source and boot, counting up from 0'),
 );
 
@@ -69,7 +74,7 @@ export interface EnvelopeStamperOptions {
   bootId?: BootId;
   /** Event time source; injected so tests and simulators control time. */
   now: () => number;
-  /** Defaults to a random UUID. */
+  /** Defaults to `newMsgId` (a random UUID); ids must be globally unique. */
   newId?: () => MsgId;
 }
 

@@ -211,6 +211,7 @@ export const examples: { readonly [K in PayloadName]: readonly [PayloadOf<K>, ..
       online: true,
       v: 0,
       bootId: BOOT_GATEWAY,
+      conn: 3,
       since: T0 - 7_200_000,
       ts: T0,
       version: '0.1.0',
@@ -229,7 +230,7 @@ export const examples: { readonly [K in PayloadName]: readonly [PayloadOf<K>, ..
       configRevision: 7,
       allowListRevision: 42,
     },
-    { online: false, v: 0, bootId: BOOT_GATEWAY, lastWill: true },
+    { online: false, v: 0, bootId: BOOT_GATEWAY, conn: 3, ts: T0 - 7_200_000, lastWill: true },
   ]),
   UplinkBatch: parsed('UplinkBatch', [
     {
@@ -254,9 +255,17 @@ export const examples: { readonly [K in PayloadName]: readonly [PayloadOf<K>, ..
     {
       batchId: 'b-2c9e4f71-0001',
       acked: ['01JD8Z2A4M5N6P7Q8R9S0T1V2W'],
-      rejected: [{ msgId: 'c0f2e6a8-0b1d-4c3e-9f5a-6b7c8d9e0f10', reason: 'member-deleted' }],
+      rejected: [{ msgId: 'c0f2e6a8-0b1d-4c3e-9f5a-6b7c8d9e0f10', index: 1, reason: 'member-deleted' }],
     },
     { batchId: 'b-2c9e4f71-0003', acked: [], rejected: [], error: 'invalid' },
+    {
+      batchId: 'b-2c9e4f71-0004',
+      acked: ['01JD8Z3K4M5N6P7Q8R9S0T1V2W'],
+      rejected: [
+        { index: 1, reason: 'invalid', path: 'payload.msgId' },
+        { msgId: '01JD8Z3K4M5N6P7Q8R9S0T1V2W', index: 2, reason: 'duplicate-in-batch' },
+      ],
+    },
   ]),
   CheckInRequest: parsed('CheckInRequest', [
     { reqId: 'req-4f1d2c3b', ts: T0, reader: 'door-in', credential: { kind: 'nfc', uid: EXAMPLE_NFC_UID } },
@@ -529,7 +538,7 @@ export const examples: { readonly [K in PayloadName]: readonly [PayloadOf<K>, ..
   ]),
   UserNotification: parsed('UserNotification', [
     {
-      id: 'n-7c1d2e3f',
+      id: '0e9d8c7b-6a5f-4e3d-9c2b-1a0f9e8d7c6b',
       ts: T0,
       category: 'waitlist-ready',
       title: 'Rower 3 is free',

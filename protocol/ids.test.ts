@@ -2,11 +2,16 @@ import { expect } from 'chai';
 import * as v from 'valibot';
 import {
   BatchId,
+  BootId,
   BranchId,
   GatewayId,
+  MSG_ID_MIN_LENGTH,
+  MSG_ID_PATTERN,
   MachineId,
   MsgId,
   ReaderId,
+  ReqId,
+  SessionId,
   SourceId,
   UserId,
   asBranchId,
@@ -56,7 +61,7 @@ describe('protocol/ids', () => {
   });
 
   it('accepts opaque ids of 1–64 [A-Za-z0-9_-] and refuses anything else', () => {
-    for (const schema of [MsgId, BatchId]) {
+    for (const schema of [BatchId, BootId, ReqId, SessionId]) {
       for (const id of [
         'a',
         '01JD8Z3K4M5N6P7Q8R9S0T1V2W',
@@ -72,12 +77,38 @@ describe('protocol/ids', () => {
     }
   });
 
+  it('accepts only msgIds long enough to be globally unique: 16–64 [A-Za-z0-9_-]', () => {
+    for (const id of [
+      '01JD8Z3K4M5N6P7Q8R9S0T1V2W',
+      '7b1e0c52-3f4a-4d8e-9a61-2c5b8f0e4d17',
+      'AAECAwQFBgcICQoLDA0ODw',
+      'A_b-9'.repeat(4),
+      'x'.repeat(MSG_ID_MIN_LENGTH),
+      'x'.repeat(64),
+    ]) {
+      expect(v.safeParse(MsgId, id).success, id).to.equal(true);
+    }
+    for (const id of [
+      '',
+      'a',
+      'm-1',
+      'x'.repeat(MSG_ID_MIN_LENGTH - 1),
+      'x'.repeat(65),
+      `${'a'.repeat(20)} b`,
+      'ä'.repeat(20),
+    ]) {
+      expect(v.safeParse(MsgId, id).success, id).to.equal(false);
+    }
+    expect(MSG_ID_PATTERN.test(newMsgId())).to.equal(true);
+  });
+
   it('brands trusted literals and throws on invalid ones', () => {
     const branch: BranchId = asBranchId('demo');
     expect(branch).to.equal('demo');
     expect(() => asBranchId('Demo')).to.throw();
     expect(() => asMachineId('row/03')).to.throw();
     expect(() => asMsgId('')).to.throw();
+    expect(() => asMsgId('m-1')).to.throw();
   });
 
   it('generates valid, distinct random ids', () => {

@@ -18,12 +18,25 @@ export const ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const ID_MAX_LENGTH = 63;
 
 /**
- * An opaque id that travels only in payloads (message, boot, request, batch, session ids): 1–64 characters of
- * `[A-Za-z0-9_-]`, which covers UUIDs, ULIDs, nanoids and MongoDB ObjectIds without any escaping.
+ * An opaque id that travels only in payloads (boot, request, batch, session ids): 1–64 characters of
+ * `[A-Za-z0-9_-]`, which covers UUIDs, ULIDs, nanoids and MongoDB ObjectIds without any escaping. These are only
+ * ever compared within one scope (a boot id within its source, a request or batch id on its own gateway's
+ * topics, a session id issued by the cloud), so they need no global uniqueness. Message ids do: `MSG_ID_PATTERN`.
  */
 export const OPAQUE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /** Longest opaque id. */
 export const OPAQUE_ID_MAX_LENGTH = 64;
+
+/**
+ * A message id: 16–64 characters of `[A-Za-z0-9_-]`. The cloud deduplicates records by msgId alone, across every
+ * machine and gateway of every branch, so a msgId must be globally unique, not just unique per source: a short
+ * counter such as `m-1` on two machines would make the second machine's record a "duplicate" that is acked and
+ * silently dropped. 16 characters is the least that leaves room for a random or time-ordered id: a UUID (36), a
+ * ULID (26), or 128 random bits in base64url (22). Use `newMsgId()`.
+ */
+export const MSG_ID_PATTERN = /^[A-Za-z0-9_-]{16,64}$/;
+/** Shortest message id. */
+export const MSG_ID_MIN_LENGTH = 16;
 
 // maxLength before regex: a 200 KiB hostile string is refused by length, not scanned.
 const topicLevelId = (description: string) =>
@@ -70,8 +83,17 @@ export type ReaderId = v.InferOutput<typeof ReaderId>;
 export const UserId = v.pipe(topicLevelId('User id (topic level)'), v.brand('UserId'));
 export type UserId = v.InferOutput<typeof UserId>;
 
-/** Unique id of one record; the cloud writes idempotently by it. */
-export const MsgId = v.pipe(opaqueId('Unique record id (idempotency key)'), v.brand('MsgId'));
+/**
+ * Globally unique id of one record; the cloud writes idempotently by it alone (see `MSG_ID_PATTERN`). Use
+ * `newMsgId()`.
+ */
+export const MsgId = v.pipe(
+  v.string(),
+  v.maxLength(OPAQUE_ID_MAX_LENGTH),
+  v.regex(MSG_ID_PATTERN, 'Invalid msgId: expected ^[A-Za-z0-9_-]{16,64}$'),
+  v.description('Globally unique record id (idempotency key), 16–64 of [A-Za-z0-9_-]; use newMsgId()'),
+  v.brand('MsgId'),
+);
 export type MsgId = v.InferOutput<typeof MsgId>;
 
 /** Changes every time a source restarts, so that `seq` may restart from 0. */
@@ -121,10 +143,10 @@ export const asBatchId = (value: string): BatchId => v.parse(BatchId, value);
 /** Brands a trusted session id; throws if it is invalid. */
 export const asSessionId = (value: string): SessionId => v.parse(SessionId, value);
 
-// Random UUIDv4 (36 chars of [0-9a-f-]) fit the opaque-id rule. globalThis.crypto exists in Node and browsers
+// Random UUIDv4 (36 chars of [0-9a-f-], 122 random bits) fit the opaque-id rule and the msgId rule. globalThis.crypto exists in Node and browsers
 // alike, so protocol/ stays importable by app code.
 
-/** A new random message id. */
+/** A new random, globally unique message id (a UUIDv4). */
 export const newMsgId = (): MsgId => globalThis.crypto.randomUUID() as MsgId;
 /** A new random boot id: call once per process start. */
 export const newBootId = (): BootId => globalThis.crypto.randomUUID() as BootId;

@@ -11,7 +11,7 @@
  * - payloads.ts — payload registry, `parsePayload`, `parseUplinkBatch`
  * - json-schema.ts — JSON Schema of every payload
  * - examples.ts — valid examples of every payload (import it directly; it is not re-exported here)
- * - docs.ts — renders docs/protocol.md (`npm run docs:protocol`)
+ * - docs.ts — renders docs/protocol.md and docs/protocol.schema.json (`npm run docs:protocol`)
  */
 export * from './version.ts';
 export * from './ids.ts';

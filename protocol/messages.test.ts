@@ -18,6 +18,7 @@ interface InvalidCase {
 const repeat = <T>(n: number, value: T): T[] => Array.from({ length: n }, () => structuredClone(value));
 const sha = 'a'.repeat(64);
 const RE_NFC_UID = '04a2b3c4d5e6f7';
+const MSG_ID = '3f2e1d0c-9b8a-4776-8554-433221100fed';
 
 /** Invalid variants of every payload, each with the field path its failure must name. */
 const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
@@ -38,6 +39,10 @@ const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
     },
     { what: 'a reader id with a space', set: { 'readers.0.reader': 'door in' }, path: 'readers.0.reader' },
     { what: 'a will without bootId', example: 1, set: { bootId: DELETE }, path: 'bootId' },
+    { what: 'a birth without conn', set: { conn: DELETE }, path: 'conn' },
+    { what: 'a will without conn', example: 1, set: { conn: DELETE }, path: 'conn' },
+    { what: 'a fractional conn', set: { conn: 1.5 }, path: 'conn' },
+    { what: 'a will without ts', example: 1, set: { ts: DELETE }, path: 'ts' },
   ],
   UplinkBatch: [
     { what: 'no records', set: { records: [] }, path: 'records' },
@@ -46,19 +51,26 @@ const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
     { what: 'a record field out of bounds', set: { 'records.1.payload.reps': 1_001 }, path: 'records.1.payload.reps' },
     { what: 'an unknown record kind', set: { 'records.0.kind': 'metrics' }, path: 'records.0.kind' },
     { what: 'live: false', set: { live: false }, path: 'live' },
+    { what: 'a negative sentAt', set: { sentAt: -1 }, path: 'sentAt' },
+    { what: 'a fractional sentAt', set: { sentAt: 1.5 }, path: 'sentAt' },
   ],
   UplinkRecord: [
     { what: 'an unknown kind', set: { kind: 'metrics' }, path: 'kind' },
     { what: 'a payload of another kind', set: { kind: 'access-scan' }, path: 'payload.reader' },
     { what: 'an unknown machine type', set: { 'payload.type': 'elliptical' }, path: 'payload.type' },
-    { what: 'receivedAt in 1970', set: { receivedAt: 5 }, path: 'receivedAt' },
+    { what: 'a negative receivedAt', set: { receivedAt: -5 }, path: 'receivedAt' },
+    { what: 'receivedAt as an ISO string', set: { receivedAt: '2026-11-24T19:40:01Z' }, path: 'receivedAt' },
   ],
   UplinkAck: [
     { what: 'an invalid acked msgId', set: { 'acked.0': 'a b' }, path: 'acked.0' },
     { what: 'a reason not in kebab-case', set: { 'rejected.0.reason': 'Member Deleted' }, path: 'rejected.0.reason' },
     { what: 'a 300-character path', set: { 'rejected.0.path': 'x'.repeat(300) }, path: 'rejected.0.path' },
-    { what: 'a batch error that also acks', example: 1, set: { acked: ['m-1'] }, path: 'error' },
-    { what: '501 acked ids', set: { acked: repeat(501, 'm-1') }, path: 'acked' },
+    { what: 'a batch error that also acks', example: 1, set: { acked: [MSG_ID] }, path: 'error' },
+    { what: '501 acked ids', set: { acked: repeat(501, MSG_ID) }, path: 'acked' },
+    { what: 'a short acked msgId', set: { 'acked.0': 'm-1' }, path: 'acked.0' },
+    { what: 'a rejection without index', set: { 'rejected.0.index': DELETE }, path: 'rejected.0.index' },
+    { what: 'a rejection at index 500', set: { 'rejected.0.index': 500 }, path: 'rejected.0.index' },
+    { what: 'a negative index', example: 2, set: { 'rejected.0.index': -1 }, path: 'rejected.0.index' },
   ],
   CheckInRequest: [
     { what: 'an upper-case UID', set: { 'credential.uid': RE_NFC_UID.toUpperCase() }, path: 'credential.uid' },
@@ -115,7 +127,9 @@ const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
   ],
   AllowListDocument: [
     { what: 'five cards for a member', set: { 'members.0.nfc': repeat(5, sha) }, path: 'members.0.nfc' },
-    { what: '501 members', set: { members: repeat(501, { userId: 'u', nfc: [] }) }, path: 'members' },
+    { what: '401 members', set: { members: repeat(401, { userId: 'u', nfc: [] }) }, path: 'members' },
+    { what: 'part beyond parts', set: { part: 1 }, path: 'part' },
+    { what: 'part 1,000', set: { part: 1_000, parts: 1_000 }, path: 'part' },
     { what: 'an upper-case user id', set: { 'members.0.userId': 'X' }, path: 'members.0.userId' },
   ],
   GatewayRebirthCommand: [
@@ -155,7 +169,7 @@ const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
       path: 'ranges.powerW.max',
     },
     { what: 'a zero step', set: { 'ranges.powerW.step': 0 }, path: 'ranges.powerW.step' },
-    { what: 'a range beyond the field bounds', set: { 'ranges.powerW.max': 5_000 }, path: 'ranges.powerW.max' },
+    { what: 'a range beyond the field bounds', set: { 'ranges.powerW.max': 40_000 }, path: 'ranges.powerW.max' },
     { what: 'a range for a field not sent', set: { 'ranges.speedMps': { min: 0, max: 5, step: 0.1 } }, path: 'ranges' },
     { what: 'an unknown machine type', set: { type: 'elliptical' }, path: 'type' },
     { what: 'an empty manufacturer', set: { manufacturer: '' }, path: 'manufacturer' },
@@ -170,8 +184,11 @@ const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
     { what: 'no conn', set: { conn: DELETE }, path: 'conn' },
   ],
   Telemetry: [
-    { what: 'a treadmill at 99 m/s', example: 1, set: { speedMps: 99 }, path: 'speedMps' },
-    { what: 'a 300 bpm heart rate', set: { heartRateBpm: 300 }, path: 'heartRateBpm' },
+    { what: 'a treadmill beyond the uint16 km/h range', example: 1, set: { speedMps: 183 }, path: 'speedMps' },
+    { what: 'a 256 bpm heart rate (beyond uint8)', set: { heartRateBpm: 256 }, path: 'heartRateBpm' },
+    { what: 'a negative heart rate', set: { heartRateBpm: -1 }, path: 'heartRateBpm' },
+    { what: 'a stroke rate beyond uint8 × 0.5', set: { strokeRateSpm: 128 }, path: 'strokeRateSpm' },
+    { what: 'power beyond sint16', set: { powerW: 32_768 }, path: 'powerW' },
     { what: 'a fractional heart rate', set: { heartRateBpm: 150.5 }, path: 'heartRateBpm' },
     { what: 'a fractional stroke count', set: { strokes: 1.5 }, path: 'strokes' },
     { what: 'an unknown machine type', set: { type: 'elliptical' }, path: 'type' },
@@ -181,7 +198,7 @@ const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
     { what: 'a negative seq', set: { seq: -1 }, path: 'seq' },
     { what: 'ts in 1970', set: { ts: 0 }, path: 'ts' },
     { what: 'a msgId with a space', set: { msgId: 'has space' }, path: 'msgId' },
-    { what: 'a -101 % incline', example: 1, set: { inclinePct: -101 }, path: 'inclinePct' },
+    { what: 'an incline beyond sint16 × 0.1 %', example: 1, set: { inclinePct: -3_276.9 }, path: 'inclinePct' },
     { what: 'an unknown training status', set: { trainingStatus: 'napping' }, path: 'trainingStatus' },
     { what: 'a sideways cross trainer', example: 3, set: { direction: 'sideways' }, path: 'direction' },
     { what: 'a 61 s eccentric phase', example: 4, set: { 'tempo.eccentricS': 61 }, path: 'tempo.eccentricS' },
@@ -217,7 +234,7 @@ const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
     { what: 'a garbage QR token', example: 3, set: { token: 'garbage' }, path: 'token' },
     { what: 'a non-hex UID', example: 4, set: { uid: 'zzzzzzzz' }, path: 'uid' },
     { what: 'an unknown machine state', example: 5, set: { state: 'exploded' }, path: 'state' },
-    { what: 'a 5 kW power target', example: 6, set: { value: 5_000 }, path: 'value' },
+    { what: 'a 40 kW power target', example: 6, set: { value: 40_000 }, path: 'value' },
     { what: 'an unknown target', example: 6, set: { target: 'altitude' }, path: 'target' },
   ],
   AccessScan: [
@@ -282,16 +299,16 @@ describe('protocol/messages', () => {
       it('parses every example from JSON bytes unchanged', () => {
         for (const example of examples[name]) {
           const result = parsePayload(name, Buffer.from(JSON.stringify(example)));
-          expect(result, JSON.stringify(result)).to.deep.equal({ ok: true, value: example });
+          expect(result, JSON.stringify(result)).to.deep.equal({ ok: true, value: example, unknownKeys: [] });
         }
       });
 
-      it('strips unknown keys, so a newer minor version still parses', () => {
+      it('strips unknown keys, so a newer minor version still parses, and lists them', () => {
         const [example] = examples[name];
         const extended = JSON.stringify({ ...example, futureField: { nested: [1, 2, 3] } });
         // A JSON "__proto__" key is an own property after JSON.parse; it must neither survive nor pollute.
         const result = parsePayload(name, extended.replace(/^\{/, '{"__proto__":{"polluted":true},'));
-        expect(result).to.deep.equal({ ok: true, value: example });
+        expect(result).to.deep.equal({ ok: true, value: example, unknownKeys: ['__proto__', 'futureField'] });
         expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
       });
 
@@ -307,4 +324,36 @@ describe('protocol/messages', () => {
       }
     });
   }
+
+  describe('bounds that must not drop real readings', () => {
+    const [rower, treadmill] = examples.Telemetry;
+    const [set, interval] = examples.Workout;
+
+    it('parses a sample with heartRateBpm 0 (no sensor contact) and the top of every FTMS wire range', () => {
+      expect(validatePayload('Telemetry', { ...rower, heartRateBpm: 0 }).ok).to.equal(true);
+      expect(validatePayload('Telemetry', { ...rower, heartRateBpm: 255, strokeRateSpm: 127.5 }).ok).to.equal(true);
+      expect(validatePayload('Telemetry', { ...rower, powerW: -32_768, paceSPer500m: 65_535 }).ok).to.equal(true);
+      const fast = { ...treadmill, speedMps: 182.04, inclinePct: -3_276.8, paceSPerKm: 65_535, beltForceN: 32_767 };
+      expect(validatePayload('Telemetry', fast).ok).to.equal(true);
+    });
+
+    it('parses workout totals of 0: a set with heartRateBpm 0 and an interval without movement', () => {
+      expect(validatePayload('Workout', { ...set, avgHeartRateBpm: 0, maxHeartRateBpm: 0 }).ok).to.equal(true);
+      const idle = { ...interval, distanceM: 0, avgPowerW: 0, strokes: 0, avgStrokeRateSpm: 0, avgHeartRateBpm: 0 };
+      expect(validatePayload('Workout', idle).ok).to.equal(true);
+      expect(validatePayload('Workout', { ...set, reps: 0, repDetails: [] }).ok).to.equal(true);
+    });
+
+    it('normalises seq -0 to 0', () => {
+      const result = parsePayload('Telemetry', JSON.stringify(rower).replace(/"seq":\d+/, '"seq":-0'));
+      expect(result.ok).to.equal(true);
+      if (result.ok) expect(Object.is(result.value.seq, 0)).to.equal(true);
+      const will = parsePayload(
+        'MachineStatus',
+        JSON.stringify(examples.MachineStatus[1]).replace(/"conn":\d+/, '"conn":-0'),
+      );
+      if (will.ok) expect(Object.is(will.value.conn, 0)).to.equal(true);
+      expect(will.ok).to.equal(true);
+    });
+  });
 });

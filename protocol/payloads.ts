@@ -4,11 +4,12 @@
  *
  * ```ts
  * const topic = parseTopic(packet.topic);                  // undefined: not in the tree
- * const result = parsePayload('Telemetry', packet.payload); // { ok: true, value } | { ok: false, reason, path }
+ * const result = parsePayload('Telemetry', packet.payload); // { ok: true, value, unknownKeys } | { ok: false, … }
  * ```
  */
 import type * as v from 'valibot';
-import type { BatchId, MsgId } from './ids.ts';
+import { MsgId } from './ids.ts';
+import type { BatchId } from './ids.ts';
 import { AccessScan } from './messages/access.ts';
 import { CloudState, LiveMachine, UserLiveWorkout, UserNotification } from './messages/cloud.ts';
 import {
@@ -19,6 +20,7 @@ import {
   GatewayConfigCommand,
   GatewayConfigDocument,
   GatewayRebirthCommand,
+  MAX_SIGNED_DOCUMENT_BYTES,
   MachineConfigCommand,
   MachineLinkCommand,
   MachineRebirthCommand,
@@ -38,13 +40,14 @@ import {
   UplinkBatch,
   UplinkBatchShell,
   UplinkRecord,
+  isRecordKind,
 } from './messages/gateway.ts';
 import type { RejectedRecord } from './messages/gateway.ts';
 import { MachineMeta } from './messages/meta.ts';
 import { MachineStatus } from './messages/status.ts';
 import { Telemetry } from './messages/telemetry.ts';
 import { Workout } from './messages/workout.ts';
-import { decodeJson, validate } from './parse.ts';
+import { decodeJson, unknownKeysOf, validate } from './parse.ts';
 import type { ParseFailure, ParseResult } from './parse.ts';
 import type { GatewayCommandName, MachineCommandName, ParsedTopic, RequestName, UserLiveTopic } from './topics.ts';
 
@@ -72,9 +75,9 @@ export const PAYLOADS = {
   UnlinkRequest: { schema: UnlinkRequest, maxBytes: 4 * KiB },
   RequestResponse: { schema: RequestResponse, maxBytes: 4 * KiB },
   GatewayConfigCommand: { schema: GatewayConfigCommand, maxBytes: 240 * KiB },
-  GatewayConfigDocument: { schema: GatewayConfigDocument, maxBytes: 176 * KiB },
+  GatewayConfigDocument: { schema: GatewayConfigDocument, maxBytes: MAX_SIGNED_DOCUMENT_BYTES },
   AllowListCommand: { schema: AllowListCommand, maxBytes: 240 * KiB },
-  AllowListDocument: { schema: AllowListDocument, maxBytes: 176 * KiB },
+  AllowListDocument: { schema: AllowListDocument, maxBytes: MAX_SIGNED_DOCUMENT_BYTES },
   GatewayRebirthCommand: { schema: GatewayRebirthCommand, maxBytes: 1 * KiB },
   MachineLinkCommand: { schema: MachineLinkCommand, maxBytes: 4 * KiB },
   MachineUnlinkCommand: { schema: MachineUnlinkCommand, maxBytes: 4 * KiB },
@@ -100,6 +103,14 @@ export type PayloadOf<K extends PayloadName> = v.InferOutput<(typeof PAYLOADS)[K
 
 /** Every payload name, in registry order. */
 export const PAYLOAD_NAMES = Object.keys(PAYLOADS) as [PayloadName, ...PayloadName[]];
+
+/** Whether a string names a payload (an own-property check: `__proto__` or `constructor` name nothing). */
+export function isPayloadName(name: string): name is PayloadName {
+  return Object.hasOwn(PAYLOADS, name);
+}
+
+// A name that reached us unchecked (a cast, a tool's argument) finds no spec instead of Object.prototype.
+const NO_SUCH_PAYLOAD: ParseFailure = { ok: false, reason: 'invalid', issue: 'payload-name' };
 
 /** Payload per request name on `req/{name}`. */
 export const REQUEST_PAYLOADS = {
@@ -173,10 +184,13 @@ export function payloadNameFor(topic: ParsedTopic): PayloadName {
 }
 
 /**
- * Parses a payload of a known kind: size limit, UTF-8, JSON, schema. Never throws. Unknown keys are stripped
- * (a newer minor version's extra fields parse on an older receiver).
+ * Parses a payload of a known kind: empty check, size limit, UTF-8, JSON, schema. Never throws. Unknown keys are
+ * stripped (a newer minor version's extra fields parse on an older receiver) and listed in `unknownKeys`, so the
+ * receiver can count and log them. A zero-length payload is `{ ok: false, reason: 'empty' }`: on a retained topic,
+ * a retained message was cleared.
  */
 export function parsePayload<K extends PayloadName>(name: K, input: Uint8Array | string): ParseResult<PayloadOf<K>> {
+  if (!isPayloadName(name)) return NO_SUCH_PAYLOAD;
   const spec: PayloadSpec = PAYLOADS[name];
   const decoded = decodeJson(input, spec.maxBytes);
   if (!decoded.ok) return decoded;
@@ -185,20 +199,40 @@ export function parsePayload<K extends PayloadName>(name: K, input: Uint8Array |
 
 /** Validates an already decoded value (e.g. a JWS payload) against a payload schema. Never throws. */
 export function validatePayload<K extends PayloadName>(name: K, value: unknown): ParseResult<PayloadOf<K>> {
+  if (!isPayloadName(name)) return NO_SUCH_PAYLOAD;
   return validate(PAYLOADS[name].schema, value);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Uplink batches, record by record
 
-/** One record of a batch: parsed, or refused with the msgId to reject it by. */
+/** Why a record of a batch was refused (see `REJECT_REASONS`). */
+export type RecordRejectReason = 'unknown-kind' | 'invalid' | 'duplicate-in-batch';
+
+/** One record of a batch, by its position: parsed, or refused with what to reject it by. */
 export type RecordResult =
-  | { readonly ok: true; readonly record: UplinkRecord }
+  | {
+      readonly ok: true;
+      /** Position in the batch, from 0. */
+      readonly index: number;
+      readonly record: UplinkRecord;
+      /**
+       * Keys the schemas do not know: the record's own top-level ones (`futureField`) and its payload's, prefixed
+       * (`payload.speedKmh`). They were stripped from `record`.
+       */
+      readonly unknownKeys: readonly string[];
+    }
   | {
       readonly ok: false;
-      readonly msgId: MsgId;
-      /** `unknown-kind`: a kind this receiver does not know (a newer sender); `invalid`: fails its schema. */
-      readonly reason: 'unknown-kind' | 'invalid';
+      /** Position in the batch, from 0: always present, and how the ack names the record. */
+      readonly index: number;
+      /** The record's msgId, when `payload.msgId` could be read as one. */
+      readonly msgId?: MsgId;
+      /**
+       * `unknown-kind`: a kind this receiver does not know (a newer sender); `invalid`: fails its schema (a
+       * missing or malformed msgId included); `duplicate-in-batch`: an earlier record of the batch has its msgId.
+       */
+      readonly reason: RecordRejectReason;
       /** Failing field within the record, e.g. `payload.speedMps`. */
       readonly path?: string;
       readonly issue?: string;
@@ -208,9 +242,13 @@ export type BatchParseResult =
   | {
       readonly ok: true;
       readonly batchId: BatchId;
+      /** The gateway's clock when it first sent the batch: diagnostics only, untrusted (may be near 0). */
       readonly sentAt: number;
       readonly live: boolean;
+      /** One result per record, in batch order (`records[i].index === i`). */
       readonly records: readonly RecordResult[];
+      /** Top-level keys of the batch object that the batch schema does not know. */
+      readonly unknownKeys: readonly string[];
     }
   | (ParseFailure & {
       /** Present when the batch id could be read, so the cloud can answer with `UplinkAck.error`. */
@@ -219,8 +257,11 @@ export type BatchParseResult =
 
 /**
  * Parses an uplink batch in two steps, so one bad record cannot hold up its neighbours: first the shell (batch
- * id, and a kind and msgId for every record), then every record against `UplinkRecord` on its own. If the shell
- * fails, no record can be named: answer `{batchId, acked: [], rejected: [], error}` when `batchId` is present.
+ * id, diagnostic clock, an array of 1–500 records of any shape), then every record against `UplinkRecord` on its
+ * own. A record that fails is rejected by its position (`index`) and, when `payload.msgId` can be read, its
+ * msgId; a record whose msgId an earlier record of the batch already has is rejected as `duplicate-in-batch` (the
+ * first is kept). Only a shell that cannot be read — empty, too large, not JSON, no batch id, no record array —
+ * fails the whole batch: answer `{batchId, acked: [], rejected: [], error}` when `batchId` is present.
  */
 export function parseUplinkBatch(input: Uint8Array | string): BatchParseResult {
   const decoded = decodeJson(input, MAX_BATCH_BYTES);
@@ -231,16 +272,22 @@ export function parseUplinkBatch(input: Uint8Array | string): BatchParseResult {
     const batchId = readBatchId(raw);
     return batchId === undefined ? shell : { ...shell, batchId };
   }
-  // The shell proved `records` is an array of objects of the same length; re-read the raw ones, which keep the
-  // fields the shell's schema stripped.
-  const rawRecords = (raw as { records: unknown[] }).records;
-  const records = shell.value.records.map((head, index): RecordResult => {
-    const parsed = validate(UplinkRecord, rawRecords[index]);
-    if (parsed.ok) return { ok: true, record: parsed.value };
+  const seen = new Set<string>();
+  const records = shell.value.records.map((rawRecord, index): RecordResult => {
+    const msgId = readMsgId(rawRecord);
+    if (msgId !== undefined) {
+      if (seen.has(msgId)) return { ok: false, index, msgId, reason: 'duplicate-in-batch' };
+      seen.add(msgId);
+    }
+    const parsed = validate(UplinkRecord, rawRecord);
+    if (parsed.ok) {
+      return { ok: true, index, record: parsed.value, unknownKeys: recordUnknownKeys(rawRecord, parsed.value) };
+    }
     return {
       ok: false,
-      msgId: head.payload.msgId,
-      reason: parsed.path === 'kind' ? 'unknown-kind' : 'invalid',
+      index,
+      ...(msgId === undefined ? {} : { msgId }),
+      reason: isUnknownKind(rawRecord) ? 'unknown-kind' : 'invalid',
       ...(parsed.path === undefined ? {} : { path: parsed.path }),
       ...(parsed.issue === undefined ? {} : { issue: parsed.issue }),
     };
@@ -251,19 +298,45 @@ export function parseUplinkBatch(input: Uint8Array | string): BatchParseResult {
     sentAt: shell.value.sentAt,
     live: shell.value.live === true,
     records,
+    unknownKeys: shell.unknownKeys,
   };
 }
 
 function readBatchId(raw: unknown): BatchId | undefined {
-  if (typeof raw !== 'object' || raw === null || !('batchId' in raw)) return undefined;
-  const result = validate(UplinkBatchShell.entries.batchId, raw.batchId);
+  if (typeof raw !== 'object' || raw === null || !Object.hasOwn(raw, 'batchId')) return undefined;
+  const result = validate(UplinkBatchShell.entries.batchId, (raw as { batchId: unknown }).batchId);
   return result.ok ? result.value : undefined;
+}
+
+function readMsgId(rawRecord: unknown): MsgId | undefined {
+  const payload = ownField(rawRecord, 'payload');
+  const result = validate(MsgId, ownField(payload, 'msgId'));
+  return result.ok ? result.value : undefined;
+}
+
+// A kind that is a string but names no record kind: a newer sender's kind, not a malformed record.
+function isUnknownKind(rawRecord: unknown): boolean {
+  const kind = ownField(rawRecord, 'kind');
+  return typeof kind === 'string' && !isRecordKind(kind);
+}
+
+function recordUnknownKeys(rawRecord: unknown, record: UplinkRecord): string[] {
+  const own = unknownKeysOf(rawRecord, record);
+  const inPayload = unknownKeysOf(ownField(rawRecord, 'payload'), record.payload).map((key) => `payload.${key}`);
+  return inPayload.length === 0 ? own : [...own, ...inPayload];
+}
+
+function ownField(value: unknown, key: string): unknown {
+  return typeof value === 'object' && value !== null && Object.hasOwn(value, key)
+    ? (value as Record<string, unknown>)[key]
+    : undefined;
 }
 
 /** The `rejected` entry of an ack for a record that failed to parse. */
 export function rejectionOf(result: Extract<RecordResult, { ok: false }>): RejectedRecord {
   return {
-    msgId: result.msgId,
+    ...(result.msgId === undefined ? {} : { msgId: result.msgId }),
+    index: result.index,
     reason: result.reason,
     ...(result.path === undefined ? {} : { path: result.path }),
   };

@@ -24,6 +24,21 @@ export const Timestamp = v.pipe(
 );
 export type Timestamp = v.InferOutput<typeof Timestamp>;
 
+/**
+ * A diagnostic clock reading: integer milliseconds since the Unix epoch as the sender's clock showed it, used for
+ * lag and clock-skew figures only (a batch's `sentAt`, a record's `receivedAt`). It has no 2020 floor, because it
+ * must never cause a refusal: a gateway whose clock is not set yet (no RTC battery, no NTP since boot) may send
+ * small values such as a few seconds after 1970. Receivers treat it as untrusted — compare it with their own clock,
+ * flag implausible values, and never order, deduplicate or expire anything by it.
+ */
+export const DiagnosticTimestamp = v.pipe(
+  v.number(),
+  v.safeInteger(),
+  v.minValue(0),
+  v.description('Diagnostic clock reading, integer ms since the epoch; untrusted (the clock may not be set)'),
+);
+export type DiagnosticTimestamp = v.InferOutput<typeof DiagnosticTimestamp>;
+
 /** A machine-readable code: lowercase kebab-case, 1–64 characters (reasons, error codes, fault codes). */
 export const CODE_PATTERN = /^[a-z][a-z0-9-]{0,63}$/;
 
@@ -67,6 +82,14 @@ export function multilineText(max: number, description: string) {
 /** A non-empty single-line label (model names, firmware versions, exercise names). */
 export function label(max: number, description: string) {
   return v.pipe(text(max, description), v.minLength(1));
+}
+
+/**
+ * `-0` → `0`, every other number unchanged: for counters (`seq`, `conn`), where JSON `-0` passes every integer
+ * check but would survive into storage and `Object.is` comparisons as a different value.
+ */
+export function positiveZero(value: number): number {
+  return value === 0 ? 0 : value;
 }
 
 /** An integer count from 0 to `max`. */

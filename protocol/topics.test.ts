@@ -12,6 +12,7 @@ import {
   USER_LIVE_TOPICS,
   buildTopic,
   filterWithin,
+  filterWithinAny,
   filters,
   isValidTopicFilter,
   isValidTopicName,
@@ -182,6 +183,19 @@ describe('protocol/topics', () => {
       expect(TOPIC_POLICY['gateway-ack'].from).to.deep.equal(['cloud']);
     });
 
+    it('lists the gateway among the receivers of machine commands, which it relays', () => {
+      expect(TOPIC_POLICY['machine-command'].to).to.deep.equal(['gateway', 'machine']);
+      expect(TOPIC_POLICY['machine-command'].brokers).to.deep.equal(['cloud', 'gateway']);
+    });
+
+    it('lets apps read only live/… and their own u/{user}/… topics', () => {
+      const forApps = TOPIC_KINDS.filter((kind) => TOPIC_POLICY[kind].to.includes('app'));
+      expect(forApps).to.deep.equal(['live-machine', 'user-live']);
+      for (const kind of forApps) expect(TOPIC_POLICY[kind].pattern).to.match(/^(b\/\{branch\}\/live\/|u\/\{user\}\/)/);
+      expect(TOPIC_POLICY['cloud-state'].to).to.deep.equal(['gateway']);
+      for (const kind of TOPIC_KINDS) expect(TOPIC_POLICY[kind].from, kind).not.to.include('app');
+    });
+
     it('finds the policy of a topic string', () => {
       expect(policyOf('nxg/v1/b/demo/m/row-03/telemetry')?.qos).to.equal(0);
       expect(policyOf('nxg/v1/b/demo/m/row-03/nope')).to.equal(undefined);
@@ -192,7 +206,7 @@ describe('protocol/topics', () => {
     it('are all valid MQTT filters', () => {
       const built = [
         filters.everything(),
-        filters.branch(branch),
+        ...filters.observer(branch),
         filters.gateway(branch, gateway),
         filters.gatewayCommands(branch, gateway),
         filters.gatewayRequestResponses(branch, gateway),
@@ -212,7 +226,7 @@ describe('protocol/topics', () => {
         filters.allMachineCommandResponses(),
         filters.allAccessScans(),
       ];
-      expect(built).to.have.length(Object.keys(filters).length);
+      expect(built).to.have.length(Object.keys(filters).length - 1 + filters.observer(branch).length);
       for (const filter of built) expect(isValidTopicFilter(filter), filter).to.equal(true);
     });
 
@@ -237,6 +251,71 @@ describe('protocol/topics', () => {
     });
   });
 
+  describe('filters.observer', () => {
+    const observer = filters.observer(branch);
+    const reads = (topic: string) => observer.some((filter) => topicMatches(filter, topic));
+    const otherBranch = asBranchId('other');
+
+    it('lets an observer read availability, gateway state and the machine data topics of its branch', () => {
+      expect(reads(topics.liveMachine(branch, rower))).to.be.true;
+      expect(reads(topics.gatewayState(branch, gateway))).to.be.true;
+      for (const kind of MACHINE_UPLINK_KINDS.filter((k) => k !== 'event'))
+        expect(reads(topics.machineUplink(branch, rower, kind)), kind).to.be.true;
+    });
+
+    it('keeps machine events (QR tokens and card UIDs presented at a machine) away from observers', () => {
+      expect(reads(topics.machineUplink(branch, rower, 'event'))).to.be.false;
+    });
+
+    it('keeps door scans, requests, commands, batches and acks (member credentials) away from observers', () => {
+      const hidden = everyTopic()
+        .filter((t) => t.kind !== 'cloud-state' && t.kind !== 'user-live')
+        .map(buildTopic)
+        .filter((topic) => !reads(topic));
+      const expectedHidden = everyTopic()
+        .filter((t) =>
+          [
+            'access-scan',
+            'gateway-request',
+            'gateway-request-response',
+            'gateway-command',
+            'gateway-command-response',
+            'machine-command',
+            'machine-command-response',
+            'gateway-uplink',
+            'gateway-ack',
+            'machine-event',
+          ].includes(t.kind),
+        )
+        .map(buildTopic);
+      expect(hidden).to.have.members(expectedHidden);
+      expect(reads(topics.accessScan(branch, doorIn))).to.be.false;
+      expect(reads(topics.gatewayRequest(branch, gateway, 'check-in'))).to.be.false;
+      expect(reads(topics.gatewayCommand(branch, gateway, 'allow-list'))).to.be.false;
+      expect(reads(topics.machineCommand(branch, rower, 'link'))).to.be.false;
+      expect(reads(topics.machineCommandResponse(branch, rower, 'link'))).to.be.false;
+    });
+
+    it('reads nothing of another branch, nor user topics', () => {
+      expect(reads(topics.liveMachine(otherBranch, rower))).to.be.false;
+      expect(reads(topics.machineTelemetry(otherBranch, rower))).to.be.false;
+      expect(reads(topics.userLive(member, 'workout'))).to.be.false;
+    });
+
+    it('grants, through filterWithinAny, exactly the subscriptions within the list', () => {
+      expect(filterWithinAny(filters.liveMachines(branch), observer)).to.be.true;
+      expect(filterWithinAny(topics.machineTelemetry(branch, rower), observer)).to.be.true;
+      expect(filterWithinAny('nxg/v1/b/demo/m/+/status', observer)).to.be.true;
+      expect(filterWithinAny('nxg/v1/b/demo/#', observer)).to.be.false;
+      expect(filterWithinAny('nxg/v1/b/demo/m/+/#', observer)).to.be.false;
+      expect(filterWithinAny('nxg/v1/b/demo/m/+/+', observer)).to.be.false;
+      expect(filterWithinAny('nxg/v1/b/demo/gw/+/#', observer)).to.be.false;
+      expect(filterWithinAny(filters.branchAccessScans(branch), observer)).to.be.false;
+      expect(filterWithinAny(filters.branchMachineCommands(branch), observer)).to.be.false;
+      expect(filterWithinAny('nxg/v1/b/demo/live/#', [])).to.be.false;
+    });
+  });
+
   describe('topicMatches', () => {
     it('follows MQTT wildcard semantics', () => {
       expect(topicMatches('a/+/c', 'a/b/c')).to.be.true;
@@ -247,6 +326,14 @@ describe('protocol/topics', () => {
       expect(topicMatches('#', 'a/b')).to.be.true;
       expect(topicMatches('a/b', 'a/b/c')).to.be.false;
       expect(topicMatches('a/b/c', 'a/b')).to.be.false;
+    });
+
+    it('matches no "topic" that contains a wildcard: that is a filter, not a topic name', () => {
+      expect(topicMatches('a/+', 'a/#')).to.be.false;
+      expect(topicMatches('a/+', 'a/+')).to.be.false;
+      expect(topicMatches('#', 'a/b+')).to.be.false;
+      expect(topicMatches('nxg/v1/b/demo/gw/gw-demo-1/#', 'nxg/v1/b/demo/gw/gw-demo-1/#')).to.be.false;
+      expect(topicMatches('a/#', 'a/b')).to.be.true;
     });
 
     it('never matches $-topics with a leading wildcard [MQTT-4.7.2-1]', () => {
@@ -263,7 +350,7 @@ describe('protocol/topics', () => {
       expect(filterWithin(filters.liveMachines(branch), branchLive)).to.be.true;
       expect(filterWithin(topics.liveMachine(branch, rower), branchLive)).to.be.true;
       expect(filterWithin(branchLive, branchLive)).to.be.true;
-      expect(filterWithin(branchLive, filters.branch(branch))).to.be.true;
+      expect(filterWithin(branchLive, filters.everything())).to.be.true;
       expect(filterWithin('nxg/v1/b/demo/live', branchLive)).to.be.true;
       expect(filterWithin('a/b/#', 'a/+/#')).to.be.true;
       expect(filterWithin('a/+/c', 'a/+/+')).to.be.true;
@@ -305,9 +392,20 @@ describe('protocol/topics', () => {
       expect(isValidTopicFilter('é'.repeat(40_000))).to.be.false;
 
       expect(isValidTopicName('nxg/v1/b/demo/live/machines/row-03')).to.be.true;
+      expect(isValidTopicName('a\u0000b')).to.be.false;
       expect(isValidTopicName('nxg/v1/b/+/live')).to.be.false;
       expect(isValidTopicName('nxg/v1/#')).to.be.false;
       expect(isValidTopicName(Array.from({ length: 101 }, () => 'a').join('/'))).to.be.false;
+    });
+
+    it('refuse lone UTF-16 surrogates, which have no UTF-8 form [MQTT-1.5.3-1], and accept paired ones', () => {
+      for (const lone of ['a/\ud800', 'a/\udc00/b', '\ud83d', 'x\udfff']) {
+        expect(isValidTopicName(lone), JSON.stringify(lone)).to.be.false;
+        expect(isValidTopicFilter(lone), JSON.stringify(lone)).to.be.false;
+      }
+      expect(isValidTopicName('a/\ud83d\ude00')).to.be.true;
+      expect(isValidTopicFilter('a/\ud83d\ude00/#')).to.be.true;
+      expect(filterWithin('a/\ud800', '#')).to.be.false;
     });
   });
 });

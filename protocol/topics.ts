@@ -305,11 +305,36 @@ function isOneOf<T extends string>(list: readonly T[], value: string | undefined
  * filter lies *within* an allowed one (`filterWithin`), not that it matches it: `#` matches every allowed topic
  * but reaches far beyond them.
  */
+/** Machine topics an observer may read: not `event`, which can carry member credentials (see filters.observer). */
+const OBSERVED_MACHINE_KINDS = ['meta', 'status', 'telemetry', 'workout'] as const;
+
 export const filters = {
   /** Everything under the root (cloud-internal tools only). */
   everything: () => `${root}/#`,
-  /** A whole branch: what a branch-scoped observer may read. */
-  branch: (branch: BranchId) => `${root}/b/${branch}/#`,
+  /**
+   * What a branch-scoped observer (operators, `mosquitto_sub`, dashboards; read-only) may subscribe to: a list,
+   * because no single filter can say it. Machine availability for apps (`live/…`), gateway births and wills
+   * (`gw/+/state`), and the machine data topics `m/+/meta`, `status`, `telemetry` and `workout` — one exact filter
+   * each, never `m/+/#` or `gw/+/#`.
+   *
+   * Left out on purpose, because they carry member credentials or what they unlock: door scans
+   * (`access/+/scan`: NFC card UIDs and QR tokens), gateway requests and their answers (`gw/+/req/…`: the same
+   * credentials, plus member ids and session decisions), gateway commands and answers (`gw/+/cmd/…`: the signed
+   * allow-list with card hashes, the configuration with machine secret hashes), machine commands and answers
+   * (`m/+/cmd/…`: member links), uplink batches (`gw/+/up/+`: the access lane carries the same scans) and acks.
+   * A whole-branch `b/{branch}/#` grant would hand all of that to every dashboard.
+   *
+   * Machine events (`m/+/event`) are left out too: besides faults they carry `qr-scanned` (a member's QR token,
+   * valid ≤ 60 s) and `nfc-tapped` (a card UID) presented at a machine. Operators get faults through the cloud's
+   * own views until events carry verified claims instead of credentials.
+   *
+   * The broker ACL checks a requested filter with `filterWithinAny(requested, filters.observer(branch))`.
+   */
+  observer: (branch: BranchId): readonly string[] => [
+    `${root}/b/${branch}/live/#`,
+    `${root}/b/${branch}/gw/+/state`,
+    ...OBSERVED_MACHINE_KINDS.map((kind) => `${root}/b/${branch}/m/+/${kind}`),
+  ],
   /** Everything of one gateway: `state`, `up/…`, `ack`, `req/…`, `cmd/…`. */
   gateway: (branch: BranchId, gateway: GatewayId) => `${root}/b/${branch}/gw/${gateway}/#`,
   /** The commands a gateway receives. */
@@ -353,15 +378,19 @@ export const MAX_TOPIC_LEVELS = 100;
 /** Most bytes in an MQTT topic or filter (a UTF-8 string with a 16-bit length). */
 export const MAX_TOPIC_BYTES = 65_535;
 
-/** Whether `topic` is a valid MQTT topic name to publish to: non-empty, no wildcards, no NUL, ≤ 100 levels. */
+/**
+ * Whether `topic` is a valid MQTT topic name to publish to: non-empty, well-formed UTF-16 (no lone surrogates,
+ * which have no UTF-8 form [MQTT-1.5.3-1]), no U+0000 [MQTT-1.5.3-2], no wildcards, ≤ 100 levels.
+ */
 export function isValidTopicName(topic: string): boolean {
   if (!isPlausibleTopicString(topic) || topic.includes('+') || topic.includes('#')) return false;
   return topic.split('/', MAX_TOPIC_LEVELS + 1).length <= MAX_TOPIC_LEVELS;
 }
 
 /**
- * Whether `filter` is a valid MQTT subscription filter: non-empty, no NUL, ≤ 100 levels, `+` only as a whole
- * level, `#` only as the whole last level [MQTT-4.7.1-2, -3].
+ * Whether `filter` is a valid MQTT subscription filter: non-empty, well-formed UTF-16 (no lone surrogates
+ * [MQTT-1.5.3-1]), no U+0000 [MQTT-1.5.3-2], ≤ 100 levels, `+` only as a whole level, `#` only as the whole last
+ * level [MQTT-4.7.1-2, -3].
  */
 export function isValidTopicFilter(filter: string): boolean {
   if (!isPlausibleTopicString(filter)) return false;
@@ -379,16 +408,19 @@ const utf8 = new TextEncoder();
 function isPlausibleTopicString(value: string): boolean {
   // A UTF-16 unit takes 1–3 UTF-8 bytes: count bytes only when the length alone cannot decide.
   if (typeof value !== 'string' || value.length === 0 || value.length > MAX_TOPIC_BYTES) return false;
-  if (value.includes('\u0000')) return false;
+  // A lone surrogate has no UTF-8 encoding: a client would send U+FFFD or fail, so the topic is not what it seems.
+  if (value.includes('\u0000') || !value.isWellFormed()) return false;
   return value.length * 3 <= MAX_TOPIC_BYTES || utf8.encode(value).length <= MAX_TOPIC_BYTES;
 }
 
 /**
  * Whether a topic matches a filter, with MQTT semantics: `+` matches one level, `#` the rest including the parent
  * (`a/#` matches `a`), and a wildcard in the first level does not match a topic starting with `$` [MQTT-4.7.2-1].
- * The filter is assumed valid (`isValidTopicFilter`).
+ * The filter is assumed valid (`isValidTopicFilter`). A "topic" containing `+` or `#` is a filter, not a topic
+ * name, and matches nothing: `topicMatches('a/+', 'a/#')` is false (use `filterWithin` to compare filters).
  */
 export function topicMatches(filter: string, topic: string): boolean {
+  if (topic.includes('+') || topic.includes('#')) return false;
   const f = filter.split('/');
   const t = topic.split('/');
   if (t[0]?.startsWith('$') && (f[0] === '+' || f[0] === '#')) return false;
@@ -399,6 +431,11 @@ export function topicMatches(filter: string, topic: string): boolean {
     if (level !== '+' && level !== t[i]) return false;
   }
   return f.length === t.length;
+}
+
+/** Whether `filter` lies within at least one of `allowed` (`filterWithin`): the ACL check for a list of grants. */
+export function filterWithinAny(filter: string, allowed: readonly string[]): boolean {
+  return allowed.some((grant) => filterWithin(filter, grant));
 }
 
 /**
@@ -427,7 +464,10 @@ export function filterWithin(filter: string, allowed: string): boolean {
 // ---------------------------------------------------------------------------------------------------------------
 // Policy: QoS, retain flag and direction per topic kind
 
-/** Who takes part in the protocol. Observers (read-only operators) may read their branches and are not listed. */
+/**
+ * Who takes part in the protocol. Observers (read-only operators) are not listed: what they may read is
+ * `filters.observer`. Apps may only ever read `live/…` and their own `u/{user}/…`.
+ */
 export type Party = 'cloud' | 'gateway' | 'machine' | 'app';
 /** MQTT QoS used for a topic; QoS 2 is never used (Aedes QoS2 floods, GHSA-5jvp). */
 export type Qos = 0 | 1;
@@ -438,7 +478,11 @@ export interface TopicPolicy {
   /** The topic below the root, with `{placeholders}` for variable levels. */
   readonly pattern: string;
   readonly qos: Qos;
-  /** Whether publishers set the retain flag (the latest message is state; a new subscriber gets it at once). */
+  /**
+   * Whether publishers set the retain flag (the latest message is state; a new subscriber gets it at once). A
+   * zero-length payload published with retain clears the retained message — the MQTT way to remove state, e.g. of
+   * a decommissioned machine; receivers see it as `parsePayload(…).reason === 'empty'`.
+   */
   readonly retained: boolean;
   /** Who publishes it. */
   readonly from: readonly Party[];
@@ -460,9 +504,9 @@ export const TOPIC_POLICY: { readonly [K in TopicKind]: TopicPolicy } = {
     qos: 1,
     retained: true,
     from: ['cloud'],
-    to: ['gateway', 'app'],
+    to: ['gateway'],
     brokers: ['cloud'],
-    summary: 'Cloud availability; set offline by the last will.',
+    summary: 'Cloud availability; set offline by the last will. Not for apps (they read `live/…` and `u/…` only).',
   },
   'gateway-state': {
     pattern: 'b/{branch}/gw/{gateway}/state',
@@ -471,7 +515,9 @@ export const TOPIC_POLICY: { readonly [K in TopicKind]: TopicPolicy } = {
     from: ['gateway'],
     to: ['cloud'],
     brokers: ['cloud'],
-    summary: 'Birth (version, queue by lane, oldest age, readers) and last will (offline).',
+    summary:
+      'Birth (version, queue by lane, oldest age, readers) and last will (offline), each with its connection ' +
+      'number `conn`; order them with `gatewayStateSupersedes`.',
   },
   'gateway-uplink': {
     pattern: 'b/{branch}/gw/{gateway}/up/{lane}',
@@ -577,9 +623,11 @@ export const TOPIC_POLICY: { readonly [K in TopicKind]: TopicPolicy } = {
     qos: 1,
     retained: false,
     from: ['cloud', 'gateway'],
-    to: ['machine'],
+    to: ['gateway', 'machine'],
     brokers: ['cloud', 'gateway'],
-    summary: 'link, unlink, display, config, rebirth; the gateway relays the cloud’s commands to its broker.',
+    summary:
+      'link, unlink, display, config, rebirth. The cloud’s commands reach the machine through its gateway, which ' +
+      'subscribes on the cloud broker and republishes them on its own; the gateway may also command directly.',
   },
   'machine-command-response': {
     pattern: 'b/{branch}/m/{machine}/cmd/{name}/res',

@@ -66,7 +66,7 @@ export type UserLiveWorkout = v.InferOutput<typeof UserLiveWorkout>;
 /** `u/{user}/live/notification`: an in-app notification (the same one may also go out by push). */
 export const UserNotification = v.pipe(
   v.object({
-    id: v.pipe(MsgId, v.description('Notification id (for dedup against push)')),
+    id: v.pipe(MsgId, v.description('Notification id, globally unique like a msgId (for dedup against push)')),
     ts: Timestamp,
     category: v.pipe(Code, v.description('e.g. waitlist-ready, achievement, reminder')),
     title: v.pipe(text(120, 'Title'), v.minLength(1)),

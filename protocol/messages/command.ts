@@ -12,20 +12,12 @@ import * as v from 'valibot';
 import { BranchId, GatewayId, MachineId, ReaderId, ReqId, SessionId, UserId } from '../ids.ts';
 import { Code, ErrorInfo, Sha256Hex, Timestamp, jwsCompact, label, text } from '../scalars.ts';
 import { ACCESS_ACTIONS, CREDENTIAL_KINDS } from './access.ts';
-import { DISPLAY_UNITS } from './meta.ts';
+import { DISPLAY_UNITS, TelemetryIntervalMs } from './meta.ts';
 
 const commandEntries = {
   reqId: ReqId,
   expiresAt: v.optional(v.pipe(Timestamp, v.description('Answer `expired` instead of executing after this time'))),
 };
-
-const telemetryIntervalMs = v.pipe(
-  v.number(),
-  v.safeInteger(),
-  v.minValue(100),
-  v.maxValue(60_000),
-  v.description('Interval between telemetry samples, ms'),
-);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Machine commands
@@ -76,7 +68,7 @@ export type DisplayCommand = v.InferOutput<typeof DisplayCommand>;
 export const MachineConfigCommand = v.pipe(
   v.object({
     ...commandEntries,
-    telemetryIntervalMs: v.optional(telemetryIntervalMs),
+    telemetryIntervalMs: v.optional(TelemetryIntervalMs),
     displayUnits: v.optional(v.picklist(DISPLAY_UNITS)),
     displayName: v.optional(label(64, 'Name shown to members')),
     idleUnlinkS: v.optional(
@@ -107,10 +99,32 @@ export type MachineRebirthCommand = v.InferOutput<typeof MachineRebirthCommand>;
 
 /** Longest JWS a gateway command may carry (stays below the cloud's 256 KiB frame limit). */
 export const MAX_COMMAND_JWS_LENGTH = 230 * 1024;
-/** Most machines in one gateway configuration. */
+/**
+ * Longest JWS protected header the cloud signs with, in base64url characters: `{"alg":"ES256","typ":…,"kid":…}`
+ * with a kid of at most 64 characters is under 200. A verifier may refuse a longer header.
+ */
+export const MAX_JWS_HEADER_LENGTH = 256;
+/** An ES256 signature (64 bytes, IEEE P1363) in base64url. */
+export const ES256_SIGNATURE_LENGTH = 86;
+/**
+ * Largest signed document (`GatewayConfigDocument`, `AllowListDocument`), in bytes of compact JSON: the payload
+ * limit of both. Chosen so that any document within it still signs into a JWS within `MAX_COMMAND_JWS_LENGTH`:
+ * header (≤ 256) + `.` + payload in base64url (4 characters per 3 bytes: 234,838 for 172 KiB) + `.` + signature
+ * (86) = 235,182 ≤ 235,520. A larger limit would accept documents the cloud cannot send.
+ */
+export const MAX_SIGNED_DOCUMENT_BYTES = 172 * 1024;
+/** Most machines in one gateway configuration (worst case about 160 KiB, within MAX_SIGNED_DOCUMENT_BYTES). */
 export const MAX_GATEWAY_MACHINES = 1_000;
-/** Most members in one allow-list part; a branch's list is split into parts of at most this many. */
-export const MAX_ALLOW_LIST_PART_MEMBERS = 500;
+/**
+ * Most members in one allow-list part; a branch's list is split into parts of at most this many. Bounded by size:
+ * the largest member the schema accepts (63-character userId, `validUntil`, four card hashes) is 380 bytes of
+ * JSON, so 400 of them (about 149 KiB) fit `MAX_SIGNED_DOCUMENT_BYTES` with room for additive fields; 500 did not.
+ */
+export const MAX_ALLOW_LIST_PART_MEMBERS = 400;
+/** Most parts of one allow-list revision (up to 400,000 members per branch). */
+export const MAX_ALLOW_LIST_PARTS = 1_000;
+/** Most card hashes per member in the allow-list. */
+export const MAX_MEMBER_CARDS = 4;
 
 const revision = v.pipe(
   v.number(),
@@ -177,7 +191,7 @@ export const GatewayConfigDocument = v.pipe(
       v.maxLength(4),
       v.description('Keys that verify member QR tokens (several during a key rotation)'),
     ),
-    telemetryIntervalMs: v.optional(telemetryIntervalMs),
+    telemetryIntervalMs: v.optional(TelemetryIntervalMs),
     allowListMaxAgeS: v.optional(
       v.pipe(
         v.number(),
@@ -193,6 +207,26 @@ export const GatewayConfigDocument = v.pipe(
 );
 export type GatewayConfigDocument = v.InferOutput<typeof GatewayConfigDocument>;
 
+/** `part` of `parts`: carried by the allow-list command and repeated inside its signed document. */
+const partEntries = {
+  part: v.pipe(
+    v.number(),
+    v.safeInteger(),
+    v.minValue(0),
+    v.maxValue(MAX_ALLOW_LIST_PARTS - 1),
+    v.description('Part index, from 0'),
+  ),
+  parts: v.pipe(
+    v.number(),
+    v.safeInteger(),
+    v.minValue(1),
+    v.maxValue(MAX_ALLOW_LIST_PARTS),
+    v.description('Number of parts of this revision'),
+  ),
+};
+const isPartBelowParts = (value: { part: number; parts: number }): boolean => value.part < value.parts;
+const PART_NOT_BELOW_PARTS = 'Invalid part: not below parts';
+
 /**
  * One part of the branch's allow-list, for offline check-in. A branch's list is sent as `parts` commands of one
  * `revision`; the gateway switches to a revision only when it holds every part, so it never decides on half a list.
@@ -201,14 +235,10 @@ export const AllowListCommand = v.pipe(
   v.object({
     ...commandEntries,
     revision,
-    part: v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(999), v.description('Part index, from 0')),
-    parts: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(1_000), v.description('Number of parts')),
+    ...partEntries,
     jws: jwsCompact(MAX_COMMAND_JWS_LENGTH, 'Signed AllowListDocument (ES256 JWS compact)'),
   }),
-  v.forward(
-    v.partialCheck([['part'], ['parts']], (c) => c.part < c.parts, 'Invalid part: not below parts'),
-    ['part'],
-  ),
+  v.forward(v.partialCheck([['part'], ['parts']], isPartBelowParts, PART_NOT_BELOW_PARTS), ['part']),
   v.title('AllowListCommand'),
   v.description('One signed part of the allow-list; the JWS payload is an AllowListDocument.'),
 );
@@ -219,8 +249,7 @@ export const AllowListDocument = v.pipe(
   v.object({
     branch: BranchId,
     revision,
-    part: v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(999)),
-    parts: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(1_000)),
+    ...partEntries,
     issuedAt: Timestamp,
     members: v.pipe(
       v.array(
@@ -229,14 +258,16 @@ export const AllowListDocument = v.pipe(
           validUntil: v.optional(v.pipe(Timestamp, v.description('Membership end; absent: open-ended'))),
           nfc: v.pipe(
             v.array(Sha256Hex),
-            v.maxLength(4),
+            v.maxLength(MAX_MEMBER_CARDS),
             v.description('SHA-256 of each enrolled card UID (lowercase hex UID as UTF-8)'),
           ),
         }),
       ),
       v.maxLength(MAX_ALLOW_LIST_PART_MEMBERS),
+      v.description('At most 400 members, so the largest part fits MAX_SIGNED_DOCUMENT_BYTES'),
     ),
   }),
+  v.forward(v.partialCheck([['part'], ['parts']], isPartBelowParts, PART_NOT_BELOW_PARTS), ['part']),
   v.title('AllowListDocument'),
   v.description('Members who may check in while the gateway is offline (one part of the list).'),
 );

@@ -7,20 +7,21 @@
  * cloud routes by `kind` into one handler per kind, and the same handler serves a machine topic payload.
  *
  * Batches and acks: a batch `{batchId, records}` holds up to 500 records of one lane. The cloud checks each record
- * on its own (`parseUplinkBatch`), so one bad record is rejected by msgId while its neighbours are stored. After
- * the MongoDB write it answers `{batchId, acked, rejected}`; the gateway deletes exactly those records and resends
- * any left unanswered.
+ * on its own (`parseUplinkBatch`), so one bad record is rejected by its position (`index`, and its msgId when that
+ * could be read) while its neighbours are stored. After the MongoDB write it answers `{batchId, acked, rejected}`;
+ * the gateway deletes exactly those records. A batchId names one exact set of records: the batch is resent
+ * unchanged until an ack answers it, and records the ack names in neither list go into a new batch.
  */
 import * as v from 'valibot';
 import { MinorVersion, envelopeEntries } from '../envelope.ts';
 import { BatchId, BootId, MachineId, MsgId, ReaderId, ReqId, SessionId, UserId } from '../ids.ts';
-import { Code, ErrorInfo, Timestamp, Version, count, text } from '../scalars.ts';
+import { Code, DiagnosticTimestamp, ErrorInfo, Timestamp, Version, count, text } from '../scalars.ts';
 import type { Lane } from '../topics.ts';
 import { AccessScan, CREDENTIAL_KINDS, Credential } from './access.ts';
 import { MAX_GATEWAY_MACHINES } from './command.ts';
 import { MachineEvent } from './event.ts';
 import { MachineMeta } from './meta.ts';
-import { MachineStatus } from './status.ts';
+import { ConnectionNumber, MachineStatus } from './status.ts';
 import { Telemetry } from './telemetry.ts';
 import { Workout } from './workout.ts';
 
@@ -32,21 +33,25 @@ const requestEntries = {
   ts: v.pipe(Timestamp, v.description('When the gateway asked')),
 };
 
+/** A credential presented at a door reader: the shape of both door requests, check-in and check-out. */
+export const DoorRequest = v.object({ ...requestEntries, reader: ReaderId, credential: Credential });
+export type DoorRequest = v.InferOutput<typeof DoorRequest>;
+
 /** A member presented a credential at an entry reader: may they come in? */
 export const CheckInRequest = v.pipe(
-  v.object({ ...requestEntries, reader: ReaderId, credential: Credential }),
+  DoorRequest,
   v.title('CheckInRequest'),
   v.description('Ask the cloud whether a credential presented at an entry reader may check in.'),
 );
-export type CheckInRequest = v.InferOutput<typeof CheckInRequest>;
+export type CheckInRequest = DoorRequest;
 
-/** A member presented a credential at an exit reader: close their session. */
+/** A member presented a credential at an exit reader: close their session. Same shape as `CheckInRequest`. */
 export const CheckOutRequest = v.pipe(
-  v.object({ ...requestEntries, reader: ReaderId, credential: Credential }),
+  DoorRequest,
   v.title('CheckOutRequest'),
   v.description('Ask the cloud to check out the member behind a credential presented at an exit reader.'),
 );
-export type CheckOutRequest = v.InferOutput<typeof CheckOutRequest>;
+export type CheckOutRequest = DoorRequest;
 
 /** A member presented a credential at a machine (its `qr-scanned` or `nfc-tapped` event): link them to it. */
 export const LinkRequest = v.pipe(
@@ -117,8 +122,12 @@ export const OfflineDecision = v.pipe(
 );
 export type OfflineDecision = v.InferOutput<typeof OfflineDecision>;
 
+// A diagnostic clock: never a reason to refuse a record (see DiagnosticTimestamp).
 const receivedAt = v.optional(
-  v.pipe(Timestamp, v.description('Gateway clock when the record entered its queue (lag and clock-skew checks)')),
+  v.pipe(
+    DiagnosticTimestamp,
+    v.description('Gateway clock when the record entered its queue, ms (lag and skew figures only; untrusted)'),
+  ),
 );
 
 /**
@@ -157,9 +166,19 @@ export const RECORD_KIND_LANE = {
 /** Every record kind. */
 export const RECORD_KINDS = Object.keys(RECORD_KIND_LANE) as [RecordKind, ...RecordKind[]];
 
-/** The lane a record kind is queued in. */
-export function laneOf(kind: RecordKind): Lane {
-  return RECORD_KIND_LANE[kind];
+/** Whether a string (e.g. an untrusted record's `kind`) names a record kind; `__proto__` and friends do not. */
+export function isRecordKind(kind: string): kind is RecordKind {
+  return Object.hasOwn(RECORD_KIND_LANE, kind);
+}
+
+/**
+ * The lane a record kind is queued in; undefined for a string that is not a record kind (an own-property check,
+ * so an untrusted `constructor` or `__proto__` finds nothing).
+ */
+export function laneOf(kind: RecordKind): Lane;
+export function laneOf(kind: string): Lane | undefined;
+export function laneOf(kind: string): Lane | undefined {
+  return isRecordKind(kind) ? RECORD_KIND_LANE[kind] : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -171,8 +190,13 @@ export const MAX_BATCH_RECORDS = 500;
 export const MAX_BATCH_BYTES = 240 * 1024;
 
 /**
- * A batch of queued records of one lane. The gateway resends a batch unchanged (same batchId, same records) until
- * it is acked; the cloud's writes are idempotent by msgId, so a resend is harmless.
+ * A batch of queued records of one lane. A batchId names one exact set of records: the gateway resends the batch
+ * unchanged (same batchId, same records in the same order) until an ack for that batchId answers it; the cloud's
+ * writes are idempotent by msgId, so a resend is harmless. Records an ack names in neither `acked` nor `rejected`
+ * are never resent under that batchId: they return to the queue and travel in a new batch with a new batchId.
+ *
+ * Receivers read it with `parseUplinkBatch`, not with this schema: this schema describes what a sender must
+ * produce (and the JSON Schema), while `parseUplinkBatch` checks each record on its own.
  *
  * `live: true` marks a snapshot of each machine's latest status and sample, sent beside a draining backlog so
  * apps see the present: the cloud applies it to live state only (no MongoDB write, no ack), and the gateway
@@ -181,7 +205,10 @@ export const MAX_BATCH_BYTES = 240 * 1024;
 export const UplinkBatch = v.pipe(
   v.object({
     batchId: BatchId,
-    sentAt: v.pipe(Timestamp, v.description('Gateway clock when the batch was (first) sent')),
+    sentAt: v.pipe(
+      DiagnosticTimestamp,
+      v.description('Gateway clock when the batch was first sent, ms (diagnostics only; untrusted)'),
+    ),
     live: v.optional(v.pipe(v.literal(true), v.description('Live snapshot: apply to live state only, never acked'))),
     records: v.pipe(
       v.array(UplinkRecord),
@@ -199,48 +226,59 @@ export const UplinkBatch = v.pipe(
 export type UplinkBatch = v.InferOutput<typeof UplinkBatch>;
 
 /**
- * The part of a batch that must be readable before any record can be answered: its id and, for every record,
- * a kind and a msgId. Each record is then checked against `UplinkRecord` on its own.
+ * The part of a batch that must be readable before any record can be answered: its id, its diagnostic clock and
+ * an array of 1–500 records of any shape. Each record is then checked against `UplinkRecord` on its own and, if it
+ * fails, rejected by its position, so one broken record — even one without a readable msgId — never costs its
+ * neighbours.
  */
 export const UplinkBatchShell = v.object({
   batchId: BatchId,
-  sentAt: Timestamp,
+  sentAt: DiagnosticTimestamp,
   live: v.optional(v.literal(true)),
-  records: v.pipe(
-    v.array(
-      v.object({
-        kind: v.pipe(v.string(), v.maxLength(32)),
-        payload: v.object({ msgId: MsgId }),
-      }),
-    ),
-    v.minLength(1),
-    v.maxLength(MAX_BATCH_RECORDS),
-  ),
+  records: v.pipe(v.array(v.unknown()), v.minLength(1), v.maxLength(MAX_BATCH_RECORDS)),
 });
 
-/** Known reasons for rejecting a record (an open set). */
+/**
+ * Known reasons for rejecting a record (an open set). `duplicate-in-batch`: a second record of the batch with a
+ * msgId an earlier record of the same batch already has (the first is kept; msgIds are global, so this is a
+ * sender bug, never a redelivery).
+ */
 export const REJECT_REASONS = [
   'invalid',
   'unknown-kind',
+  'duplicate-in-batch',
   'wrong-source',
   'wrong-branch',
   'too-old',
   'member-deleted',
 ] as const;
 
-/** A record the cloud will never store, with why; it goes to the cloud's dead-letter collection. */
+/**
+ * A record the cloud will never store, with why; it goes to the cloud's dead-letter collection. `index` always
+ * names it (its position in the batch, from 0); `msgId` is there when it could be read. The gateway matches
+ * rejected entries by `index`: a record without a readable msgId, or a duplicate msgId, has no other name.
+ */
 export const RejectedRecord = v.object({
-  msgId: MsgId,
+  msgId: v.optional(v.pipe(MsgId, v.description('The record’s msgId, when it could be read'))),
+  index: v.pipe(
+    v.number(),
+    v.safeInteger(),
+    v.minValue(0),
+    v.maxValue(MAX_BATCH_RECORDS - 1),
+    v.description('Position of the record in the batch, from 0'),
+  ),
   reason: v.pipe(Code, v.description('Why (see REJECT_REASONS)')),
   path: v.optional(v.pipe(v.string(), v.maxLength(256), v.description('Failing field, e.g. payload.speedMps'))),
 });
 export type RejectedRecord = v.InferOutput<typeof RejectedRecord>;
 
 /**
- * The cloud's answer to a batch, sent after the MongoDB write:
+ * The cloud's answer to a batch, sent after the MongoDB write. Any ack answers its batch: the gateway stops
+ * resending that batchId.
  * - `acked`: durable (or already stored: duplicates are acked) — the gateway deletes them;
- * - `rejected`: will never be stored (dead-lettered in the cloud) — the gateway deletes them too;
- * - records in neither list (e.g. a partial write failure) stay queued and are resent;
+ * - `rejected`: will never be stored (dead-lettered in the cloud), named by `index` — the gateway deletes them too;
+ * - records in neither list (e.g. a partial write failure) stay queued and go into a new batch with a new batchId
+ *   (never resent under this batchId, which names the exact set of records it was first sent with);
  * - `error`: the batch as a whole could not be read (no record could be named); nothing was stored, and the
  *   gateway moves all of its records to its local rejected table instead of resending forever.
  */
@@ -285,11 +323,15 @@ export const GatewayReader = v.object({
   connected: v.boolean(),
 });
 
-/** Birth: published retained after every connect and whenever a figure changes notably. */
+/**
+ * Birth: published retained after every connect and whenever a figure changes notably, with the connection number
+ * `conn` of the connection it belongs to.
+ */
 export const GatewayOnline = v.object({
   online: v.literal(true),
   v: MinorVersion,
   bootId: BootId,
+  conn: ConnectionNumber,
   since: v.pipe(Timestamp, v.description('Connected since')),
   ts: v.pipe(Timestamp, v.description('As of')),
   version: Version,
@@ -307,13 +349,16 @@ export const GatewayOnline = v.object({
 });
 
 /**
- * Offline: the last will registered at CONNECT (`lastWill: true`, no `since`), or published before a clean
- * disconnect (with `since`). The cloud then marks the branch's machines `unknown`.
+ * Offline: the last will registered at CONNECT (`lastWill: true`, no `since`, `ts` = when it was registered), or
+ * published before a clean disconnect (with `since`). Either carries the `conn` of the connection it ends. The
+ * cloud then marks the branch's machines `unknown`.
  */
 export const GatewayOffline = v.object({
   online: v.literal(false),
   v: MinorVersion,
   bootId: BootId,
+  conn: ConnectionNumber,
+  ts: v.pipe(Timestamp, v.description('As of; for a last will, when it was registered at CONNECT')),
   since: v.optional(v.pipe(Timestamp, v.description('Offline since (clean shutdown only)'))),
   lastWill: v.optional(v.literal(true)),
 });
@@ -324,7 +369,27 @@ export const GatewayState = v.pipe(
   v.title('GatewayState'),
   v.description(
     'Birth (`online: true`: version, queue depth and oldest age by lane, readers) or offline (the last will, or a ' +
-      'clean shutdown). Retained.',
+      'clean shutdown), each with the connection number `conn` (see gatewayStateSupersedes). Retained.',
   ),
 );
 export type GatewayState = v.InferOutput<typeof GatewayState>;
+
+type GatewayStateOrder = Pick<GatewayState, 'online' | 'bootId' | 'conn' | 'ts'>;
+
+/**
+ * Whether `incoming` should replace `held` as a gateway's current state (both from the same gateway), mirroring
+ * `statusSupersedes`. A will is composed at CONNECT and published by the broker whenever that connection dies —
+ * possibly after the gateway has reconnected and sent a new birth — so arrival order says nothing:
+ * - another boot: the later `ts` wins (boot ids are random and cannot be ordered; a will's `ts` is its CONNECT);
+ * - same boot, another connection: the higher `conn` wins, so a late will of an earlier connection is ignored;
+ * - same connection: an offline state (its will, or a clean shutdown) ends it and nothing of that connection
+ *   applies after it; between births of one connection, the later `ts` wins.
+ */
+export function gatewayStateSupersedes(incoming: GatewayStateOrder, held: GatewayStateOrder | undefined): boolean {
+  if (held === undefined) return true;
+  if (incoming.bootId !== held.bootId) return incoming.ts > held.ts;
+  if (incoming.conn !== held.conn) return incoming.conn > held.conn;
+  if (!held.online) return false;
+  if (!incoming.online) return true;
+  return incoming.ts > held.ts;
+}

@@ -43,6 +43,18 @@ export const SupportedRanges = v.object({
 });
 export type SupportedRanges = v.InferOutput<typeof SupportedRanges>;
 
+/**
+ * Interval between telemetry samples, ms: what a machine reports in its meta and what `config` commands and the
+ * gateway configuration set.
+ */
+export const TelemetryIntervalMs = v.pipe(
+  v.number(),
+  v.safeInteger(),
+  v.minValue(100),
+  v.maxValue(60_000),
+  v.description('Interval between telemetry samples, ms'),
+);
+
 /** Units a console shows to people. The wire always carries the SI units of the telemetry field table. */
 export const DISPLAY_UNITS = ['metric', 'imperial'] as const;
 
@@ -66,15 +78,7 @@ export const MachineMeta = v.pipe(
     ),
     ranges: v.optional(SupportedRanges),
     displayUnits: v.optional(v.pipe(v.picklist(DISPLAY_UNITS), v.description('Units shown on the console only'))),
-    telemetryIntervalMs: v.optional(
-      v.pipe(
-        v.number(),
-        v.safeInteger(),
-        v.minValue(100),
-        v.maxValue(60_000),
-        v.description('Current interval between telemetry samples, ms'),
-      ),
-    ),
+    telemetryIntervalMs: v.optional(TelemetryIntervalMs),
   }),
   v.forward(
     v.partialCheck(

@@ -8,7 +8,7 @@
  */
 import * as v from 'valibot';
 import { envelopeEntries } from '../envelope.ts';
-import { Code, Timestamp, count } from '../scalars.ts';
+import { Code, Timestamp, count, positiveZero } from '../scalars.ts';
 
 /**
  * - `online`: connected, availability not known yet (e.g. still booting);
@@ -22,6 +22,19 @@ export const MACHINE_STATUSES = ['online', 'offline', 'available', 'in_use', 'ma
 export const MachineStatusValue = v.pipe(v.picklist(MACHINE_STATUSES), v.description('Machine availability'));
 export type MachineStatusValue = v.InferOutput<typeof MachineStatusValue>;
 
+/**
+ * The connection number within a boot: +1 per CONNECT, from 0. A last will carries the number of the connection
+ * it was registered with. Machines (`MachineStatus`) and gateways (`GatewayState`) both carry it; `-0` is
+ * normalised to `0` like `seq`.
+ */
+export const ConnectionNumber = v.pipe(
+  count(
+    Number.MAX_SAFE_INTEGER,
+    'Connection number within this boot, +1 per CONNECT; a last will carries the number of its connection',
+  ),
+  v.transform(positiveZero),
+);
+
 /** A machine's availability change; also its last will (`status: offline`, `lastWill: true`). */
 export const MachineStatus = v.pipe(
   v.object({
@@ -30,10 +43,7 @@ export const MachineStatus = v.pipe(
     since: v.optional(
       v.pipe(Timestamp, v.description('When this status began; absent in a last will (the receiver uses its clock)')),
     ),
-    conn: count(
-      Number.MAX_SAFE_INTEGER,
-      'Connection number within this boot, +1 per CONNECT; a last will carries the number of its connection',
-    ),
+    conn: ConnectionNumber,
     lastWill: v.optional(v.pipe(v.literal(true), v.description('Set only in the last will registered at CONNECT'))),
     reason: v.optional(v.pipe(Code, v.description('Why, e.g. clean-shutdown, safety-key, scheduled-service'))),
   }),

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { MACHINE_TYPES, machineCategory } from './machine-type.ts';
 import { TELEMETRY_FIELDS, TELEMETRY_FIELDS_BY_TYPE, TELEMETRY_MEASURES } from './telemetry.ts';
+import type { MeasureSpec } from './telemetry.ts';
 
 describe('protocol/messages/telemetry', () => {
   it('lists the FTMS fields of each cardio machine type and none of the others', () => {
@@ -22,6 +23,25 @@ describe('protocol/messages/telemetry', () => {
       expect(spec.unit, field).to.not.equal('');
       expect(spec.min, field).to.be.below(spec.max);
       expect(TELEMETRY_FIELDS, field).to.include(field);
+    }
+  });
+
+  it('lets every numeric field be 0, so a machine reporting 0 (e.g. heart rate without contact) is never refused', () => {
+    for (const [field, spec] of Object.entries(TELEMETRY_MEASURES)) expect(spec.min, field).to.be.at.most(0);
+  });
+
+  it('bounds FTMS fields by their wire type’s range', () => {
+    expect(TELEMETRY_MEASURES.heartRateBpm).to.include({ min: 0, max: 255 });
+    expect(TELEMETRY_MEASURES.powerW).to.include({ min: -32_768, max: 32_767 });
+    expect(TELEMETRY_MEASURES.strokeRateSpm).to.include({ min: 0, max: 127.5 });
+    expect(TELEMETRY_MEASURES.metabolicEquivalent).to.include({ min: 0, max: 25.5 });
+    // uint16 in 0.01 km/h, in m/s: 655.35 / 3.6.
+    expect(TELEMETRY_MEASURES.speedMps.max).to.be.at.least(655.35 / 3.6);
+    // uint16 kcal in kJ.
+    expect(TELEMETRY_MEASURES.energyKj.max).to.be.at.least(65_535 * 4.184);
+    for (const [field, spec] of Object.entries(TELEMETRY_MEASURES) as [string, MeasureSpec][]) {
+      if (spec.ftms === undefined)
+        expect(['reps', 'loadKg', 'romCm', 'positionCm', 'velocityMps', 'rounds']).to.include(field);
     }
   });
 

@@ -10,8 +10,15 @@
  * - rates keep their per-minute units (rpm, strokes/min, steps/min) and heart rate stays bpm, as every console
  *   shows them.
  * Strength machines (not covered by FTMS) add reps, load, range of motion and tempo; functional stations add
- * exercise, rounds and work/rest phase. Every number is bounded by what a machine can physically report (or the
- * FTMS field's range where that is tighter), so garbage is refused rather than stored.
+ * exercise, rounds and work/rest phase.
+ *
+ * Bounds: every FTMS field is bounded by the range of its FTMS wire type, converted to our unit (heart rate is a
+ * uint8, so 0–255 bpm, and 0 is what a machine without chest-strap contact sends; power is a sint16, so
+ * −32,768…32,767 W). A value the FTMS wire can carry is a value a real machine can report, so it must parse:
+ * refusing it would drop a real reading for good (the gateway dead-letters a refused record). Only what no machine
+ * could encode — wrong type, NaN, beyond the wire range — is refused. Whether a value is physically plausible for
+ * this machine (against the ranges in its meta) is the cloud's job at ingest: it flags, never refuses. Fields
+ * without an FTMS equivalent (strength, functional) are bounded by what such a sensor can measure, from 0.
  */
 import * as v from 'valibot';
 import { envelopeEntries } from '../envelope.ts';
@@ -19,12 +26,15 @@ import type { Envelope } from '../envelope.ts';
 import { Code } from '../scalars.ts';
 import type { MachineType, StrengthMachineType } from './machine-type.ts';
 
-interface MeasureSpec {
+/** Unit, bounds and meaning of one numeric telemetry field. */
+export interface MeasureSpec {
   readonly unit: string;
   readonly min: number;
   readonly max: number;
   readonly integer: boolean;
   readonly description: string;
+  /** The FTMS wire type and resolution the bounds come from; absent for fields FTMS does not have. */
+  readonly ftms?: string;
 }
 
 /**
@@ -32,14 +42,29 @@ interface MeasureSpec {
  * docs' field table is rendered from it, so unit and bound are written down once.
  */
 export const TELEMETRY_MEASURES = {
-  // Common to the FTMS machine types (and reused by strength and functional machines).
-  elapsedS: { unit: 's', min: 0, max: 172_800, integer: true, description: 'Elapsed time (FTMS Elapsed Time)' },
-  remainingS: { unit: 's', min: 0, max: 172_800, integer: true, description: 'Remaining time (FTMS Remaining Time)' },
+  // Common to the FTMS machine types (and reused by strength and functional machines, hence the wider time bounds).
+  elapsedS: {
+    unit: 's',
+    min: 0,
+    max: 172_800,
+    integer: true,
+    ftms: 'uint16 s (wider here: non-FTMS machines send it too)',
+    description: 'Elapsed time (FTMS Elapsed Time)',
+  },
+  remainingS: {
+    unit: 's',
+    min: 0,
+    max: 172_800,
+    integer: true,
+    ftms: 'uint16 s (wider here: non-FTMS machines send it too)',
+    description: 'Remaining time (FTMS Remaining Time)',
+  },
   energyKj: {
     unit: 'kJ',
     min: 0,
     max: 274_200,
     integer: false,
+    ftms: 'uint16 kcal',
     description: 'Total energy expended (FTMS Total Energy, kcal × 4.184)',
   },
   energyPerHourKj: {
@@ -47,6 +72,7 @@ export const TELEMETRY_MEASURES = {
     min: 0,
     max: 274_200,
     integer: false,
+    ftms: 'uint16 kcal/h',
     description: 'Energy rate per hour (FTMS Energy Per Hour, kcal × 4.184)',
   },
   energyPerMinuteKj: {
@@ -54,54 +80,96 @@ export const TELEMETRY_MEASURES = {
     min: 0,
     max: 1_067,
     integer: false,
+    ftms: 'uint8 kcal/min',
     description: 'Energy rate per minute (FTMS Energy Per Minute, kcal × 4.184)',
   },
-  heartRateBpm: { unit: 'bpm', min: 20, max: 250, integer: true, description: 'Heart rate (FTMS Heart Rate)' },
+  heartRateBpm: {
+    unit: 'bpm',
+    min: 0,
+    max: 255,
+    integer: true,
+    ftms: 'uint8 bpm',
+    description: 'Heart rate (FTMS Heart Rate); 0 means no contact with the sensor',
+  },
   metabolicEquivalent: {
     unit: 'MET',
     min: 0,
     max: 25.5,
     integer: false,
+    ftms: 'uint8, 0.1',
     description: 'Metabolic equivalent (FTMS Metabolic Equivalent, 0.1 resolution)',
   },
   powerW: {
     unit: 'W',
-    min: -2_000,
-    max: 4_000,
+    min: -32_768,
+    max: 32_767,
     integer: false,
+    ftms: 'sint16 W',
     description: 'Instantaneous power (FTMS sint16; negative when the machine brakes, e.g. a treadmill downhill)',
   },
-  avgPowerW: { unit: 'W', min: -2_000, max: 4_000, integer: false, description: 'Average power (FTMS Average Power)' },
+  avgPowerW: {
+    unit: 'W',
+    min: -32_768,
+    max: 32_767,
+    integer: false,
+    ftms: 'sint16 W',
+    description: 'Average power (FTMS Average Power)',
+  },
   resistanceLevel: {
     unit: 'level',
-    min: -100,
-    max: 1_000,
+    min: -32_768,
+    max: 32_767,
     integer: false,
+    ftms: 'sint16, 1 or 0.1 by machine type',
     description: 'Resistance level, unitless as in FTMS; the machine’s range is in its meta',
   },
   speedMps: {
     unit: 'm/s',
     min: 0,
-    max: 30,
+    max: 182.05,
     integer: false,
+    ftms: 'uint16, 0.01 km/h',
     description: 'Instantaneous speed (FTMS 0.01 km/h ÷ 3.6); virtual speed on bikes',
   },
-  avgSpeedMps: { unit: 'm/s', min: 0, max: 30, integer: false, description: 'Average speed (FTMS Average Speed)' },
+  avgSpeedMps: {
+    unit: 'm/s',
+    min: 0,
+    max: 182.05,
+    integer: false,
+    ftms: 'uint16, 0.01 km/h',
+    description: 'Average speed (FTMS Average Speed)',
+  },
   distanceM: {
     unit: 'm',
     min: 0,
     max: 16_777_215,
     integer: false,
+    ftms: 'uint24 m',
     description: 'Total distance (FTMS uint24 m)',
   },
   // Treadmill (and cross-trainer where marked by FTMS).
-  inclinePct: { unit: '%', min: -100, max: 100, integer: false, description: 'Inclination (FTMS 0.1 %)' },
-  rampAngleDeg: { unit: '°', min: -90, max: 90, integer: false, description: 'Ramp angle setting (FTMS 0.1°)' },
+  inclinePct: {
+    unit: '%',
+    min: -3_276.8,
+    max: 3_276.7,
+    integer: false,
+    ftms: 'sint16, 0.1 %',
+    description: 'Inclination (FTMS 0.1 %)',
+  },
+  rampAngleDeg: {
+    unit: '°',
+    min: -3_276.8,
+    max: 3_276.7,
+    integer: false,
+    ftms: 'sint16, 0.1°',
+    description: 'Ramp angle setting (FTMS 0.1°)',
+  },
   elevationGainM: {
     unit: 'm',
     min: 0,
     max: 65_535,
     integer: false,
+    ftms: 'uint16, 0.1 m (treadmill) or 1 m (cross trainer)',
     description: 'Positive elevation gain (FTMS)',
   },
   elevationLossM: {
@@ -109,61 +177,117 @@ export const TELEMETRY_MEASURES = {
     min: 0,
     max: 65_535,
     integer: false,
+    ftms: 'uint16, 0.1 m (treadmill) or 1 m (cross trainer)',
     description: 'Negative elevation gain, as a positive number (FTMS)',
   },
   paceSPerKm: {
     unit: 's/km',
     min: 0,
-    max: 7_200,
+    max: 65_535,
     integer: false,
+    ftms: 'uint16 s/km (FTMS 1.0: uint8 0.1 km/min)',
     description: 'Instantaneous pace (FTMS km/min normalised to s/km); omitted when standing still',
   },
-  avgPaceSPerKm: { unit: 's/km', min: 0, max: 7_200, integer: false, description: 'Average pace (FTMS)' },
-  beltForceN: { unit: 'N', min: -5_000, max: 5_000, integer: false, description: 'Force on belt (FTMS sint16 N)' },
+  avgPaceSPerKm: {
+    unit: 's/km',
+    min: 0,
+    max: 65_535,
+    integer: false,
+    ftms: 'uint16 s/km (FTMS 1.0: uint8 0.1 km/min)',
+    description: 'Average pace (FTMS)',
+  },
+  beltForceN: {
+    unit: 'N',
+    min: -32_768,
+    max: 32_767,
+    integer: false,
+    ftms: 'sint16 N',
+    description: 'Force on belt (FTMS sint16 N)',
+  },
   // Cross trainer.
-  stepRateSpm: { unit: 'steps/min', min: 0, max: 400, integer: false, description: 'Step rate (FTMS Step Per Minute)' },
+  stepRateSpm: {
+    unit: 'steps/min',
+    min: 0,
+    max: 65_535,
+    integer: false,
+    ftms: 'uint16 steps/min',
+    description: 'Step rate (FTMS Step Per Minute)',
+  },
   avgStepRateSpm: {
     unit: 'steps/min',
     min: 0,
-    max: 400,
+    max: 65_535,
     integer: false,
+    ftms: 'uint16 steps/min',
     description: 'Average step rate (FTMS Average Step Rate)',
   },
-  strides: { unit: 'count', min: 0, max: 1_000_000, integer: true, description: 'Stride count (FTMS Stride Count)' },
+  strides: {
+    unit: 'count',
+    min: 0,
+    max: 1_000_000,
+    integer: true,
+    ftms: 'uint16 (wider here: also an interval total)',
+    description: 'Stride count (FTMS Stride Count)',
+  },
   // Rower.
   strokeRateSpm: {
     unit: 'strokes/min',
     min: 0,
-    max: 120,
+    max: 127.5,
     integer: false,
+    ftms: 'uint8, 0.5 strokes/min',
     description: 'Stroke rate (FTMS 0.5 strokes/min)',
   },
   avgStrokeRateSpm: {
     unit: 'strokes/min',
     min: 0,
-    max: 120,
+    max: 127.5,
     integer: false,
+    ftms: 'uint8, 0.5 strokes/min',
     description: 'Average stroke rate (FTMS 0.5 strokes/min)',
   },
-  strokes: { unit: 'count', min: 0, max: 1_000_000, integer: true, description: 'Stroke count (FTMS Stroke Count)' },
+  strokes: {
+    unit: 'count',
+    min: 0,
+    max: 1_000_000,
+    integer: true,
+    ftms: 'uint16 (wider here: also an interval total)',
+    description: 'Stroke count (FTMS Stroke Count)',
+  },
   paceSPer500m: {
     unit: 's/500 m',
     min: 0,
-    max: 3_600,
+    max: 65_535,
     integer: false,
+    ftms: 'uint16 s',
     description: 'Instantaneous pace per 500 m (FTMS uint16 s)',
   },
   avgPaceSPer500m: {
     unit: 's/500 m',
     min: 0,
-    max: 3_600,
+    max: 65_535,
     integer: false,
+    ftms: 'uint16 s',
     description: 'Average pace per 500 m (FTMS uint16 s)',
   },
   // Indoor bike.
-  cadenceRpm: { unit: 'rpm', min: 0, max: 300, integer: false, description: 'Cadence (FTMS 0.5 rpm)' },
-  avgCadenceRpm: { unit: 'rpm', min: 0, max: 300, integer: false, description: 'Average cadence (FTMS 0.5 rpm)' },
-  // Strength and functional (no FTMS equivalent).
+  cadenceRpm: {
+    unit: 'rpm',
+    min: 0,
+    max: 32_767.5,
+    integer: false,
+    ftms: 'uint16, 0.5 rpm',
+    description: 'Cadence (FTMS 0.5 rpm)',
+  },
+  avgCadenceRpm: {
+    unit: 'rpm',
+    min: 0,
+    max: 32_767.5,
+    integer: false,
+    ftms: 'uint16, 0.5 rpm',
+    description: 'Average cadence (FTMS 0.5 rpm)',
+  },
+  // Strength and functional (no FTMS equivalent): bounded by what such a sensor can measure.
   reps: { unit: 'count', min: 0, max: 1_000, integer: true, description: 'Repetitions so far in the current set' },
   loadKg: {
     unit: 'kg',
@@ -224,7 +348,10 @@ export const TrainingStatus = v.pipe(v.picklist(TRAINING_STATUSES), v.descriptio
 /** Phase of a strength repetition. */
 export const STRENGTH_PHASES = ['concentric', 'eccentric', 'hold', 'rest'] as const;
 
-/** Time under tension of one repetition, split by phase (e.g. 2 s up, 3 s down). */
+/**
+ * Time under tension of one repetition, split by phase (e.g. 2 s up, 3 s down). Also the timing part of a
+ * workout set's `RepDetail`.
+ */
 export const Tempo = v.object({
   concentricS: v.pipe(v.number(), v.minValue(0), v.maxValue(60), v.description('Lifting phase, s')),
   eccentricS: v.pipe(v.number(), v.minValue(0), v.maxValue(60), v.description('Lowering phase, s')),

@@ -2,6 +2,10 @@
  * Workout segments: what a machine publishes on `m/{machine}/workout` when a piece of work is finished — an
  * interval on a cardio machine, a set on a strength machine, a block on a functional station. Queued in the
  * records lane and never evicted: this is the member's history.
+ *
+ * Totals reuse the telemetry fields' bounds (`measure`), which are FTMS wire ranges, so a set with
+ * `avgHeartRateBpm: 0` (no sensor contact) or zero reps still parses: refusing it would lose the member's set.
+ * Plausibility against the machine's meta is flagged by the cloud, not refused here.
  */
 import * as v from 'valibot';
 import { envelopeEntries } from '../envelope.ts';
@@ -51,11 +55,10 @@ export const WorkoutInterval = v.object({
   avgPaceSPerKm: measure('avgPaceSPerKm', 'Average pace per km (treadmill)'),
 });
 
-/** One repetition of a set, as measured by the machine's position sensor. */
+/** One repetition of a set, as measured by the machine's position sensor: its range, its `Tempo`, its speed. */
 export const RepDetail = v.object({
   romCm: measure('romCm', 'Range of motion'),
-  concentricS: v.pipe(v.number(), v.minValue(0), v.maxValue(60), v.description('Lifting phase, s')),
-  eccentricS: v.pipe(v.number(), v.minValue(0), v.maxValue(60), v.description('Lowering phase, s')),
+  ...Tempo.entries,
   peakVelocityMps: measure('velocityMps', 'Peak velocity while lifting'),
 });
 export type RepDetail = v.InferOutput<typeof RepDetail>;
