@@ -86,3 +86,23 @@ describe('configuration errors and secrets', () => {
     expect(message).to.not.include('short-secret');
   });
 });
+
+describe('docker-compose.yml', () => {
+  it('sets only variables the cloud reads, and everything it requires, for the cloud service', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { cloudEnvNames, loadCloudConfig: load } = await import('./config.ts');
+    const compose = await readFile(new URL('../../docker-compose.yml', import.meta.url), 'utf8');
+    // The cloud service's `environment:` block: indented `NAME: value` lines until the next key at its level.
+    const block = /\n {2}cloud:\n[\s\S]*?\n {4}environment:\n((?: {6}.*\n| *#.*\n)+)/.exec(compose)?.[1] ?? '';
+    const names = [...block.matchAll(/^ {6}([A-Z0-9_]+):/gm)].map((m) => m[1]!);
+    expect(names, 'environment block of the cloud service').to.include('MONGO_URL');
+    expect(names.filter((name) => !cloudEnvNames.includes(name))).to.deep.equal([]);
+    // With compose's values (a token standing in for ${METRICS_TOKEN:?}), the configuration loads.
+    const env = Object.fromEntries(
+      [...block.matchAll(/^ {6}([A-Z0-9_]+): (.*)$/gm)].map((m) => [m[1]!, m[2]!.replace(/^'|'$/g, '')]),
+    );
+    env.METRICS_TOKEN = 'a-metrics-token-for-the-test';
+    for (const [key, value] of Object.entries(env)) if (value.startsWith('${')) delete env[key];
+    expect(() => load(env)).to.not.throw();
+  });
+});
