@@ -4,12 +4,17 @@
  * the cloud; prints where everything listens; Ctrl-C stops everything in reverse order. Every child runs under a
  * parent-death signal, so even a kill -9 of this process leaves nothing behind.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import * as v from 'valibot';
 import { envInt, envUrl, parseEnv, ConfigError } from '../tools/runtime/env-config.ts';
-import { startMongo, startRedis, type RunningService } from '../tools/services/index.ts';
+import {
+  spawnService,
+  startMongo,
+  startRedis,
+  type RunningService,
+  type ServiceProcess,
+} from '../tools/services/index.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -53,52 +58,33 @@ function stopAll(code: number): Promise<never> {
 }
 
 /**
- * Runs a Node child of ours under setpriv's parent-death signal, with output passed through. It gets a process
- * group of its own (detached, but not unref'd): the terminal's Ctrl-C reaches only this script, which then stops
- * the children in order — the cloud drains before the databases go away.
+ * Starts the cloud as a service of ours (tools/services): writing to our terminal, its own process group so the
+ * terminal's Ctrl-C reaches only this script (which stops the children in order: the cloud drains before the
+ * databases go away), and SIGTERM rather than SIGKILL if this script dies, so it still drains.
  */
-function spawnNode(name: string, script: string, childEnv: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, script], {
+async function startCloudProcess(childEnv: NodeJS.ProcessEnv, apiUrl: string): Promise<ServiceProcess> {
+  const cloud = await spawnService({
+    name: 'cloud',
+    command: process.execPath,
+    args: [path.join(root, 'cloud/src/main.ts')],
     cwd: root,
     env: childEnv,
-    stdio: ['ignore', 'inherit', 'inherit'],
     detached: true,
+    parentDeathSignal: 'SIGTERM',
+    inheritOutput: true,
   });
-  child.on('exit', (code, signal) => {
+  stoppers.push(async () => {
+    await cloud.stop(15_000);
+  });
+  void cloud.exited.then(({ code, signal }) => {
     if (stopping === undefined) {
-      say(`${name} exited (${signal ?? code}); stopping the hub`);
+      say(`cloud exited (${signal ?? code}); stopping the hub`);
       void stopAll(1);
     }
   });
-  stoppers.push(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-        child.once('exit', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        child.kill('SIGTERM');
-      }),
-  );
-  return child;
-}
-
-async function waitHealthy(url: string, deadlineMs: number): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  let last = '';
-  while (Date.now() < until) {
-    try {
-      const res = await fetch(`${url}/health`);
-      if (res.ok) return;
-      last = `status ${res.status}`;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`the cloud did not become healthy within ${deadlineMs} ms (${last})`);
+  const healthy = async () => (await fetch(`${apiUrl}/health`).catch(() => undefined))?.ok === true;
+  await cloud.waitUntil(healthy, 60_000, 200);
+  return cloud;
 }
 
 process.on('SIGINT', () => void stopAll(0));
@@ -133,16 +119,13 @@ try {
     say(`Redis                      ${redact(redisUrl)}  (REDIS_URL)`);
   }
 
-  const cloud = spawnNode('cloud', path.join(root, 'cloud/src/main.ts'), {
-    ...process.env,
-    LOG_FORMAT: process.env.LOG_FORMAT ?? 'pretty',
-    MONGO_URL: mongoUrl,
-    REDIS_URL: redisUrl,
-  });
   // A wildcard address is reached through loopback; a specific one, directly.
   const probeHost = env.HTTP_HOST === '0.0.0.0' || env.HTTP_HOST === '::' ? '127.0.0.1' : env.HTTP_HOST;
   const apiUrl = `http://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${env.HTTP_PORT}`;
-  await waitHealthy(apiUrl, 60_000);
+  const cloud = await startCloudProcess(
+    { ...process.env, LOG_FORMAT: process.env.LOG_FORMAT ?? 'pretty', MONGO_URL: mongoUrl, REDIS_URL: redisUrl },
+    apiUrl,
+  );
 
   say(
     `cloud API                  ${apiUrl}/api  (health: ${apiUrl}/health, metrics: ${apiUrl}/metrics, pid ${cloud.pid})`,

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { expect } from 'chai';
-import { findFreePort, isProcessAlive } from '../../tools/services/process.ts';
+import { findFreePort, waitForProcessesGone } from '../../tools/services/process.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -74,16 +74,6 @@ const npmStandIn = `require('node:child_process').spawn(process.argv[1], { shell
 /** Every start-script group this file made, so a failing test cannot leave a hub running. */
 const startedGroups: ChildProcess[] = [];
 
-async function waitGone(pids: number[], deadlineMs: number): Promise<number[]> {
-  const until = Date.now() + deadlineMs;
-  let alive = pids.filter(isProcessAlive);
-  while (alive.length > 0 && Date.now() < until) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    alive = alive.filter(isProcessAlive);
-  }
-  return alive;
-}
-
 describe('npm start (end to end)', function () {
   this.timeout(180_000);
   let dataDir: string;
@@ -118,7 +108,7 @@ describe('npm start (end to end)', function () {
     // Ctrl-C: the terminal signals its whole foreground process group.
     process.kill(-started.child.pid!, 'SIGINT');
     expect(await exited).to.equal(0);
-    expect(await waitGone(started.pids, 5000), 'processes left behind').to.deep.equal([]);
+    expect(await waitForProcessesGone(started.pids, 5000), 'processes left behind').to.deep.equal([]);
     const log = started.lines.join('\n');
     expect(log, 'the cloud stopped gracefully, once').to.include('cloud stopped');
     expect(log).to.not.include('second signal');
@@ -129,7 +119,7 @@ describe('npm start (end to end)', function () {
     expect(started.pids).to.have.length(3);
     started.child.kill('SIGKILL');
     // The parent-death signal reaches each child at once; 15 s allows for the cloud's graceful stop.
-    expect(await waitGone(started.pids, 15_000), 'orphans left behind').to.deep.equal([]);
+    expect(await waitForProcessesGone(started.pids, 15_000), 'orphans left behind').to.deep.equal([]);
   });
 
   it("stops the hub when npm itself is killed (package.json's start command)", async () => {
@@ -138,6 +128,6 @@ describe('npm start (end to end)', function () {
     const scriptPid = Number(/start script pid (\d+)/.exec(started.lines.join('\n'))?.[1]);
     expect(scriptPid, started.lines.join('\n')).to.be.above(0);
     started.child.kill('SIGKILL'); // the stand-in for npm
-    expect(await waitGone([scriptPid, ...started.pids], 15_000), 'processes left behind').to.deep.equal([]);
+    expect(await waitForProcessesGone([scriptPid, ...started.pids], 15_000), 'processes left behind').to.deep.equal([]);
   });
 });

@@ -11,6 +11,7 @@ export { startMosquitto, type StartMosquittoOptions } from './mosquitto.ts';
 export {
   findFreePort,
   isProcessAlive,
+  waitForProcessesGone,
   ServiceStartError,
   spawnService,
   withPortRetry,

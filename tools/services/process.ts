@@ -46,6 +46,12 @@ export interface SpawnServiceOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Keep a pipe on the child's stdin open for its whole life, for children that exit on EOF (parent-death watch). */
   readonly stdinPipe?: boolean;
+  /**
+   * The child writes to our stdout/stderr directly instead of through pipes to us: its output then survives our
+   * death (a child draining after we were killed would otherwise write into a closed pipe). No onLine, no
+   * recentOutput, no waitForLine then.
+   */
+  readonly inheritOutput?: boolean;
   /** Every output line, e.g. to pass the service's log through. The last lines are kept for errors regardless. */
   readonly onLine?: (line: string, stream: OutputStream) => void;
   /**
@@ -54,6 +60,11 @@ export interface SpawnServiceOptions {
    * parent (pdeathsig) and by stop().
    */
   readonly detached?: boolean;
+  /**
+   * What the child gets when we die. Default SIGKILL (a database loses nothing it acknowledged); SIGTERM for a
+   * child of ours that should drain first, such as the cloud under npm start.
+   */
+  readonly parentDeathSignal?: 'SIGKILL' | 'SIGTERM';
 }
 
 export interface ServiceProcess {
@@ -150,16 +161,20 @@ function setpriv(): string {
 }
 
 /**
- * Starts a service child under `setpriv --pdeathsig SIGKILL`. Resolves once the process is spawned (not ready:
+ * Starts a service child under `setpriv --pdeathsig SIGKILL` (or the given parentDeathSignal). Resolves once the process is spawned (not ready:
  * see waitForLine / waitUntil); the pid is the service's own, since setpriv execs it.
  */
 export async function spawnService(options: SpawnServiceOptions): Promise<ServiceProcess> {
   const command = findExecutable(options.command);
   if (!command) throw new Error(`${options.name}: \`${options.command}\` was not found on PATH`);
-  const child = spawn(setpriv(), ['--pdeathsig', 'SIGKILL', '--', command, ...options.args], {
+  const deathSignal = options.parentDeathSignal ?? 'SIGKILL';
+  const child = spawn(setpriv(), ['--pdeathsig', deathSignal, '--', command, ...options.args], {
     cwd: options.cwd,
     env: options.env ?? process.env,
-    stdio: [options.stdinPipe ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    stdio: [
+      options.stdinPipe ? 'pipe' : 'ignore',
+      ...(options.inheritOutput ? (['inherit', 'inherit'] as const) : (['pipe', 'pipe'] as const)),
+    ],
     // setsid() in the child: a new session and process group, led by the service (setpriv execs it, same pid).
     // Never unref()'d: we wait for it, stop it, and kill it on exit like any other child.
     detached: options.detached ?? false,
@@ -333,6 +348,16 @@ export function isProcessAlive(pid: number): boolean {
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
+  }
+}
+
+/** Waits until none of `pids` is alive, or the time is up; resolves with those still alive (empty: all gone). */
+export async function waitForProcessesGone(pids: readonly number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const alive = pids.filter(isProcessAlive);
+    if (alive.length === 0 || Date.now() >= deadline) return alive;
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 

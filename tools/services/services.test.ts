@@ -11,6 +11,7 @@ import { connectAsync } from 'mqtt';
 import {
   isProcessAlive,
   ServiceStartError,
+  waitForProcessesGone,
   startMongo,
   startMosquitto,
   startRedis,
@@ -20,14 +21,22 @@ import {
   type RunningService,
 } from './index.ts';
 
-/** Polls until none of `pids` is alive; returns those still alive at the deadline. */
-async function waitGone(pids: number[], timeoutMs: number): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const alive = pids.filter(isProcessAlive);
-    if (alive.length === 0 || Date.now() >= deadline) return alive;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+/**
+ * Runs a fixture script (a parent that starts services) and reads the JSON line of pids it prints once they are up.
+ */
+async function startFixture<K extends string>(script: string, { detached = false } = {}) {
+  const child = spawn(process.execPath, [path.join(import.meta.dirname, script)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached,
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`fixture exited (${code}) before printing pids:\n${stderr}`)));
+  });
+  return { child, exited, pids: JSON.parse(line) as Record<K, number> };
 }
 
 /**
@@ -190,47 +199,31 @@ describe('tools/services: real services as child processes', function () {
   });
 
   it('a parent killed with SIGKILL leaves none of its services behind', async () => {
-    const fixture = path.join(import.meta.dirname, 'orphan-fixture.ts');
-    const child = spawn(process.execPath, [fixture], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const { child, exited, pids } = await startFixture<'mongo' | 'redis' | 'mosquitto'>('orphan-fixture.ts');
     try {
-      const line = await new Promise<string>((resolve, reject) => {
-        createInterface({ input: child.stdout }).once('line', resolve);
-        child.once('exit', (code) => reject(new Error(`fixture exited (${code}) before printing pids:\n${stderr}`)));
-      });
-      const pids = JSON.parse(line) as Record<'mongo' | 'redis' | 'mosquitto', number>;
       const all = Object.values(pids);
       expect(all.filter(isProcessAlive)).to.deep.equal(all);
 
       child.kill('SIGKILL');
       await exited;
-      expect(await waitGone(all, 5_000)).to.deep.equal([]);
+      expect(await waitForProcessesGone(all, 5_000)).to.deep.equal([]);
     } finally {
       child.kill('SIGKILL');
     }
   });
 
   it("detached: a Ctrl-C to the parent's process group does not reach the service; pdeathsig still does", async () => {
-    const fixture = path.join(import.meta.dirname, 'process-group-fixture.ts');
     // The fixture leads a process group of its own, standing for the terminal's foreground group (not mocha's).
-    const child = spawn(process.execPath, [fixture], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const { child, exited, pids } = await startFixture<'detached' | 'attached'>('process-group-fixture.ts', {
+      detached: true,
+    });
     try {
-      const line = await new Promise<string>((resolve, reject) => {
-        createInterface({ input: child.stdout }).once('line', resolve);
-        child.once('exit', (code) => reject(new Error(`fixture exited (${code}) before printing pids:\n${stderr}`)));
-      });
-      const pids = JSON.parse(line) as Record<'detached' | 'attached', number>;
       expect([pids.detached, pids.attached].filter(isProcessAlive)).to.have.length(2);
 
       // What a terminal does on Ctrl-C. The fixture ignores it; redis-server stops on SIGINT.
       process.kill(-(child.pid ?? 0), 'SIGINT');
       // The one in the fixture's group got it (so the signal was sent and delivered) ...
-      expect(await waitGone([pids.attached], 5_000)).to.deep.equal([]);
+      expect(await waitForProcessesGone([pids.attached], 5_000)).to.deep.equal([]);
       await new Promise((resolve) => setTimeout(resolve, 100));
       // ... the detached one did not.
       expect(isProcessAlive(pids.detached)).to.equal(true);
@@ -238,7 +231,7 @@ describe('tools/services: real services as child processes', function () {
 
       child.kill('SIGKILL');
       await exited;
-      expect(await waitGone([pids.detached], 5_000)).to.deep.equal([]);
+      expect(await waitForProcessesGone([pids.detached], 5_000)).to.deep.equal([]);
     } finally {
       child.kill('SIGKILL');
     }
