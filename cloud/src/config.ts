@@ -49,6 +49,11 @@ const CloudEnv = v.object({
   REDIS_URL: envUrl(['redis', 'rediss']),
   /** Per-command deadline: without it ioredis retries ~20 times while Redis is down (RELIABILITY finding 8). */
   REDIS_COMMAND_TIMEOUT_MS: envInt(500, 50, 30_000),
+  /** Prefix of every Redis key the cloud writes, so several deployments (or test runs) can share one Redis. */
+  REDIS_KEY_PREFIX: v.optional(
+    v.pipe(v.string(), v.regex(/^[A-Za-z0-9:_-]{1,64}$/, 'expected 1-64 of A-Z a-z 0-9 : _ -')),
+    'nxg:',
+  ),
   /** When set, GET /metrics requires it as a bearer token (the API may be reachable from outside). */
   METRICS_TOKEN: v.optional(v.pipe(v.string(), v.minLength(16, 'expected at least 16 characters'))),
   /** Deadline of each dependency check in GET /health. */
@@ -71,7 +76,7 @@ export interface CloudConfig {
     shutdownDrainDelayMs: number;
   };
   mongo: { url: string; timeoutMs: number };
-  redis: { url: string; commandTimeoutMs: number };
+  redis: { url: string; commandTimeoutMs: number; keyPrefix: string };
   health: { checkTimeoutMs: number };
   metrics: { bearerToken: string | undefined };
 }
@@ -96,7 +101,7 @@ export function loadCloudConfig(env: Readonly<Record<string, string | undefined>
       shutdownDrainDelayMs: e.SHUTDOWN_DRAIN_DELAY_MS,
     },
     mongo: { url: e.MONGO_URL, timeoutMs: e.MONGO_TIMEOUT_MS },
-    redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
+    redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS, keyPrefix: e.REDIS_KEY_PREFIX },
     health: { checkTimeoutMs: e.HEALTH_CHECK_TIMEOUT_MS },
     metrics: { bearerToken: e.METRICS_TOKEN },
   };

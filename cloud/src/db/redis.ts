@@ -13,11 +13,14 @@ export interface RedisOptions {
   log: Logger;
   /** Client name shown by CLIENT LIST, for operators. */
   name: string;
+  /** Prepended to every key (ioredis keyPrefix): several deployments or test runs can share one Redis. */
+  keyPrefix?: string;
 }
 
-export async function connectRedis({ url, commandTimeoutMs, log, name }: RedisOptions): Promise<Redis> {
+export async function connectRedis({ url, commandTimeoutMs, log, name, keyPrefix }: RedisOptions): Promise<Redis> {
   const redis = new Redis(url, {
     connectionName: name,
+    ...(keyPrefix ? { keyPrefix } : {}),
     commandTimeout: commandTimeoutMs,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
