@@ -32,6 +32,8 @@ const debianPackages = [
   { pkg: 'openjdk-17-jdk-headless', bin: 'javac', purposes: ['start', 'test'] },
   { pkg: 'maven', bin: 'mvn', purposes: ['start', 'test'] },
   { pkg: 'util-linux', bin: 'setpriv', purposes: ['start', 'test'] },
+  // The cloud broker generates its development CA and TLS certificate with the openssl CLI.
+  { pkg: 'openssl', bin: 'openssl', purposes: ['start', 'test'] },
 ];
 
 function ensureDebianPackages() {

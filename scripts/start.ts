@@ -1,13 +1,15 @@
 /**
  * `npm start`: the whole hub on one machine with embedded defaults. Starts MongoDB (the stand-in, on disk under
  * ./data so a restart keeps the gym's data) and Redis unless MONGO_URL / REDIS_URL point at existing ones, then
- * the cloud; prints where everything listens; Ctrl-C stops everything in reverse order. Every child runs under a
- * parent-death signal, so even a kill -9 of this process leaves nothing behind.
+ * the cloud (API + MQTT broker + ingest), provisions the demo branch on a fresh data directory, starts its edge
+ * gateway and a fleet of simulated machines; prints where everything listens and the observer's credentials;
+ * Ctrl-C stops everything in reverse order. Every child runs under a parent-death signal, so even a kill -9 of this
+ * process leaves nothing behind.
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import * as v from 'valibot';
-import { envInt, envUrl, parseEnv, ConfigError } from '../tools/runtime/env-config.ts';
+import { envInt, envPort, envUrl, parseEnv, ConfigError } from '../tools/runtime/env-config.ts';
 import {
   spawnService,
   startMongo,
@@ -15,6 +17,7 @@ import {
   type RunningService,
   type ServiceProcess,
 } from '../tools/services/index.ts';
+import { provisionDemoBranch } from './demo-branch.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -26,6 +29,14 @@ const StartEnv = v.object({
   /** The cloud's address: npm start waits for its /health there. Port 0 is refused: it must be known. */
   HTTP_HOST: v.optional(v.pipe(v.string(), v.ip('expected an IP address')), '127.0.0.1'),
   HTTP_PORT: envInt(8080, 1, 65535),
+  /** The cloud broker's loopback and TLS ports (the cloud reads the same variables). */
+  MQTT_TCP_PORT: envInt(1883, 1, 65535),
+  MQTT_TLS_PORT: envInt(8883, 1, 65535),
+  /** The demo gateway's broker for machines and its health endpoint (the gateway reads the same variables). */
+  GATEWAY_MQTT_PORT: envPort(1884),
+  GATEWAY_HEALTH_PORT: envInt(8081, 1, 65535),
+  /** How many simulated machines the demo branch has (provisioned once per data directory). */
+  NXG_DEMO_MACHINES: envInt(40, 0, 10_000),
 });
 
 let env: v.InferOutput<typeof StartEnv>;
@@ -58,15 +69,21 @@ function stopAll(code: number): Promise<never> {
 }
 
 /**
- * Starts the cloud as a service of ours (tools/services): writing to our terminal, its own process group so the
- * terminal's Ctrl-C reaches only this script (which stops the children in order: the cloud drains before the
- * databases go away), and SIGTERM rather than SIGKILL if this script dies, so it still drains.
+ * Starts one of our Node processes (cloud, gateway, simulator) as a service (tools/services): writing to our
+ * terminal, its own process group so the terminal's Ctrl-C reaches only this script (which stops the children in
+ * reverse order: machines first, the cloud drains before the databases go away), and SIGTERM rather than SIGKILL
+ * if this script dies, so it still shuts down cleanly. Resolves once `ready()` holds.
  */
-async function startCloudProcess(childEnv: NodeJS.ProcessEnv, apiUrl: string): Promise<ServiceProcess> {
-  const cloud = await spawnService({
-    name: 'cloud',
+async function startChild(
+  name: string,
+  args: string[],
+  childEnv: NodeJS.ProcessEnv,
+  ready?: () => Promise<boolean>,
+): Promise<ServiceProcess> {
+  const child = await spawnService({
+    name,
     command: process.execPath,
-    args: [path.join(root, 'cloud/src/main.ts')],
+    args,
     cwd: root,
     env: childEnv,
     detached: true,
@@ -74,18 +91,19 @@ async function startCloudProcess(childEnv: NodeJS.ProcessEnv, apiUrl: string): P
     inheritOutput: true,
   });
   stoppers.push(async () => {
-    await cloud.stop(15_000);
+    await child.stop(15_000);
   });
-  void cloud.exited.then(({ code, signal }) => {
+  void child.exited.then(({ code, signal }) => {
     if (stopping === undefined) {
-      say(`cloud exited (${signal ?? code}); stopping the hub`);
+      say(`${name} exited (${signal ?? code}); stopping the hub`);
       void stopAll(1);
     }
   });
-  const healthy = async () => (await fetch(`${apiUrl}/health`).catch(() => undefined))?.ok === true;
-  await cloud.waitUntil(healthy, 60_000, 200);
-  return cloud;
+  if (ready) await child.waitUntil(ready, 60_000, 200);
+  return child;
 }
+
+const answersOk = (url: string) => async () => (await fetch(url).catch(() => undefined))?.ok === true;
 
 process.on('SIGINT', () => void stopAll(0));
 process.on('SIGTERM', () => void stopAll(0));
@@ -122,15 +140,83 @@ try {
   // A wildcard address is reached through loopback; a specific one, directly.
   const probeHost = env.HTTP_HOST === '0.0.0.0' || env.HTTP_HOST === '::' ? '127.0.0.1' : env.HTTP_HOST;
   const apiUrl = `http://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${env.HTTP_PORT}`;
-  const cloud = await startCloudProcess(
-    { ...process.env, LOG_FORMAT: process.env.LOG_FORMAT ?? 'pretty', MONGO_URL: mongoUrl, REDIS_URL: redisUrl },
-    apiUrl,
+  const mqttDataDir = path.join(env.NXG_DATA_DIR, 'mqtt');
+  const logFormat = process.env.LOG_FORMAT ?? 'pretty';
+  const cloud = await startChild(
+    'cloud',
+    [path.join(root, 'cloud/src/main.ts')],
+    {
+      ...process.env,
+      LOG_FORMAT: logFormat,
+      MONGO_URL: mongoUrl,
+      REDIS_URL: redisUrl,
+      MQTT_DATA_DIR: process.env.MQTT_DATA_DIR ?? mqttDataDir,
+      MQTT_TCP_PORT: String(env.MQTT_TCP_PORT),
+      MQTT_TLS_PORT: String(env.MQTT_TLS_PORT),
+      // npm start's cloud keeps its development keys with the rest of the demo's data.
+      DEV_KEYS_FILE: process.env.DEV_KEYS_FILE ?? path.join(env.NXG_DATA_DIR, 'dev-keys.json'),
+      AUTH_DEV_KEY_DIR: process.env.AUTH_DEV_KEY_DIR ?? path.join(env.NXG_DATA_DIR, 'keys'),
+      MAIL_DIR: process.env.MAIL_DIR ?? path.join(env.NXG_DATA_DIR, 'mail'),
+    },
+    answersOk(`${apiUrl}/health`),
   );
-
   say(
     `cloud API                  ${apiUrl}/api  (health: ${apiUrl}/health, metrics: ${apiUrl}/metrics, pid ${cloud.pid})`,
   );
   say(`API reference              ${apiUrl}/api/docs`);
+  const caFile = process.env.MQTT_TLS_CA_FILE ?? path.join(process.env.MQTT_DATA_DIR ?? mqttDataDir, 'tls', 'ca.crt');
+  say(
+    `cloud MQTT                 mqtts://127.0.0.1:${env.MQTT_TLS_PORT} (CA ${caFile}), mqtt://127.0.0.1:${env.MQTT_TCP_PORT} (loopback), ws://127.0.0.1:${env.HTTP_PORT}/mqtt`,
+  );
+
+  const demo = await provisionDemoBranch({ mongoUrl, dataDir: env.NXG_DATA_DIR, machines: env.NXG_DEMO_MACHINES });
+  if (demo.fresh)
+    say(
+      `provisioned branch ${demo.branch}: gateway ${demo.gatewayId}, ${demo.machineCount} machines, observer ${demo.observer.id}`,
+    );
+  const gatewayHealthUrl = `http://127.0.0.1:${env.GATEWAY_HEALTH_PORT}/health`;
+  const gateway = await startChild(
+    'gateway',
+    [path.join(root, 'edge-gateway/src/main.ts')],
+    {
+      ...process.env,
+      LOG_FORMAT: logFormat,
+      GATEWAY_MACHINES_FILE: demo.machinesFile,
+      GATEWAY_SECRET_FILE: demo.gatewaySecretFile,
+      GATEWAY_UPLINK_URL: `mqtts://127.0.0.1:${env.MQTT_TLS_PORT}`,
+      GATEWAY_UPLINK_CA_FILE: caFile,
+      GATEWAY_MQTT_PORT: String(env.GATEWAY_MQTT_PORT),
+      GATEWAY_HEALTH_PORT: String(env.GATEWAY_HEALTH_PORT),
+    },
+    answersOk(gatewayHealthUrl),
+  );
+  say(
+    `gateway ${demo.gatewayId.padEnd(19)}mqtt://127.0.0.1:${env.GATEWAY_MQTT_PORT} for machines  (health: ${gatewayHealthUrl}, pid ${gateway.pid})`,
+  );
+
+  if (demo.machineCount > 0) {
+    const sim = await startChild(
+      'simulator',
+      [
+        path.join(root, 'simulators/src/cli.ts'),
+        '--branch',
+        demo.branch,
+        '--credentials',
+        demo.simulatorCredentialsFile,
+        '--url',
+        `mqtt://127.0.0.1:${env.GATEWAY_MQTT_PORT}`,
+        '--stats-every',
+        '60',
+      ],
+      { ...process.env, LOG_FORMAT: logFormat },
+    );
+    say(`simulated machines         ${demo.machineCount} on branch ${demo.branch}  (pid ${sim.pid})`);
+  }
+  say(`machine availability       ${apiUrl}/api/machines/availability?branchId=${demo.branch}`);
+  say(`observer credentials       user ${demo.observer.id}  password ${demo.observer.secret}`);
+  say(
+    `  e.g. mosquitto_sub -h 127.0.0.1 -p ${env.MQTT_TLS_PORT} --cafile ${caFile} -u ${demo.observer.id} -P '<password>' -i ${demo.observer.id}.cli -t 'nxg/v1/b/${demo.branch}/live/#' -v`,
+  );
   say(
     `ready in ${((Date.now() - started) / 1000).toFixed(1)} s — Ctrl-C stops everything (start script pid ${process.pid})`,
   );

@@ -14,6 +14,8 @@ function configFor(mongoUrl: string, redisUrl: string) {
     MONGO_URL: mongoUrl,
     REDIS_URL: redisUrl,
     HTTP_PORT: '0',
+    MQTT_TCP_PORT: '0',
+    MQTT_TLS_PORT: '0',
     SHUTDOWN_GRACE_MS: '3000',
     MONGO_TIMEOUT_MS: '1500',
   });

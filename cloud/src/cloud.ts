@@ -7,15 +7,27 @@ import type { Connection } from 'mongoose';
 import type { Redis } from 'ioredis';
 import type { Clock } from '../../tools/runtime/clock.ts';
 import type { Logger } from '../../tools/runtime/logger.ts';
+import { createAuth, type AuthService } from './auth/index.ts';
+import { startCloudBroker, type CloudBroker } from './broker/broker.ts';
+import { createIdentityStore, type IdentityStore } from './broker/identities.ts';
 import type { CloudConfig } from './config.ts';
+import { createFieldCipher } from './crypto/field-cipher.ts';
+import { loadKeyring } from './crypto/keyring.ts';
 import { connectMongo, mongoHealthCheck } from './db/mongo.ts';
 import { closeRedis, connectRedis, redisHealthCheck } from './db/redis.ts';
 import { createHealth, type Health } from './health/health.ts';
 import { healthRoutes } from './health/routes.ts';
 import { createApp } from './http/app.ts';
 import { listen, type HttpServer } from './http/server.ts';
+import { startIngest, type Ingest } from './ingest/ingest.ts';
+import type { MachineDirectory } from './ingest/sources.ts';
+import { startJobs, type Jobs } from './jobs/jobs.ts';
+import { machineRoutes } from './machines/routes.ts';
 import { createMetrics, type CloudMetrics } from './metrics/metrics.ts';
 import { metricsRoutes } from './metrics/routes.ts';
+import { createErrorReporter, type ErrorReporter } from './observability/sentry.ts';
+import { apiRateLimit } from './ratelimit/api-limit.ts';
+import { createUsers, type Users } from './users/index.ts';
 import { version } from './version.ts';
 
 export interface RunningCloud {
@@ -25,6 +37,14 @@ export interface RunningCloud {
   redis: Redis;
   health: Health;
   metrics: CloudMetrics;
+  /** Authentication: `auth.requireUser(…)` guards other domains' routes; `auth.accounts` reads accounts. */
+  auth: AuthService;
+  /** The MQTT broker: `broker.aedes` for in-process subscribe/publish, listener addresses, metrics. */
+  broker: CloudBroker;
+  /** Members (profiles, body metrics …) and GDPR: `users.privacy.registerDeletionHook(…)`, `isDeleted(…)`. */
+  users: Users;
+  /** Uplink ingest and live machine state: `ingest.live.listBranch(…)`. */
+  ingest: Ingest;
   /** Graceful: /health turns 503, in-flight requests finish (within the grace period), then connections close. */
   stop(): Promise<void>;
 }
@@ -56,17 +76,97 @@ export async function startCloud({
     });
     health.add(mongoHealthCheck(mongo));
     health.add(redisHealthCheck(redis));
+    const broker = await startCloudBroker({
+      config: config.mqtt,
+      log: log.child({ module: 'broker' }),
+      clock,
+      identities: createIdentityStore(mongo),
+      registry: metrics.registry,
+      version,
+    });
+    opened.push(() => broker.close());
+    health.add(broker.healthCheck());
+    const ingest = await startIngest({
+      aedes: broker.aedes,
+      mongo,
+      redis,
+      log: log.child({ module: 'ingest' }),
+      clock,
+      metrics,
+      config: config.ingest,
+      telemetryRetentionDays: config.jobs.telemetryRetentionDays,
+      machines: machineDirectory(createIdentityStore(mongo)),
+    });
+    opened.push(() => ingest.stop());
+    const jobs = await startJobs({
+      mongoUrl: config.mongo.url,
+      db: mongo.db!,
+      clock,
+      log: log.child({ module: 'jobs' }),
+      config: config.jobs,
+      connectTimeoutMs: config.mongo.timeoutMs,
+    });
+    opened.push(() => jobs.stop());
+    const auth = await createAuth({
+      config: config.auth,
+      mail: config.mail,
+      mongo,
+      redis,
+      clock,
+      log: log.child({ module: 'auth' }),
+    });
+    opened.push(() => auth.close());
+    const cipher = createFieldCipher(await loadKeyring(config.crypto, { log: log.child({ module: 'crypto' }) }));
+    const users = await createUsers({
+      mongo,
+      redis,
+      redisKeyPrefix: config.redis.keyPrefix,
+      auth,
+      audit: auth.audit,
+      cipher,
+      clock,
+      log: log.child({ module: 'users' }),
+    });
 
+    const errorReporter = createErrorReporter({
+      config: config.sentry,
+      release: version,
+      log: log.child({ module: 'sentry' }),
+    });
+    opened.push(() => errorReporter.close(2000));
     const app = createApp({
       config: config.http,
       log: log.child({ module: 'http' }),
       metrics,
       version,
-      routes: [...healthRoutes(health), ...metricsRoutes(metrics, config.metrics)],
+      routes: [
+        ...healthRoutes(health),
+        ...metricsRoutes(metrics, config.metrics),
+        ...auth.routes,
+        ...users.routes,
+        ...machineRoutes({ live: ingest.live, nowMs: () => clock.nowMs() }),
+      ],
+      rateLimit: apiRateLimit({ redis, config: config.rateLimit, log: log.child({ module: 'ratelimit' }) }),
+      errorReporter,
     });
     const http = await listen(app, config.http);
+    broker.attachWebSocket(http.server);
     log.info({ url: http.url }, 'cloud API listening');
-    return running({ config, log, http, mongo, redis, health, metrics });
+    return running({
+      config,
+      log,
+      http,
+      mongo,
+      redis,
+      health,
+      metrics,
+      errorReporter,
+      auth,
+      broker,
+      users,
+      ingest,
+      jobs,
+    });
   } catch (err) {
     await Promise.allSettled(opened.reverse().map((close) => close()));
     throw err;
@@ -81,6 +181,12 @@ function running({
   redis,
   health,
   metrics,
+  errorReporter,
+  auth,
+  broker,
+  users,
+  ingest,
+  jobs,
 }: {
   config: CloudConfig;
   log: Logger;
@@ -89,6 +195,12 @@ function running({
   redis: Redis;
   health: Health;
   metrics: CloudMetrics;
+  errorReporter: ErrorReporter;
+  auth: AuthService;
+  broker: CloudBroker;
+  users: Users;
+  ingest: Ingest;
+  jobs: Jobs;
 }): RunningCloud {
   let stopping: Promise<void> | undefined;
   return {
@@ -98,16 +210,37 @@ function running({
     redis,
     health,
     metrics,
+    auth,
+    broker,
+    users,
+    ingest,
     stop() {
       stopping ??= (async () => {
         health.markShuttingDown();
         // Keep serving while load balancers notice the 503 on /health, then stop accepting.
         if (config.http.shutdownDrainDelayMs > 0) await delay(config.http.shutdownDrainDelayMs);
+        // Before the broker: batches being written still get their acks out.
+        await ingest.stop();
+        // First: it publishes the cloud's offline state and ends the WebSocket connections the HTTP server holds.
+        await broker.close();
         await http.close(config.http.shutdownGraceMs);
-        await Promise.allSettled([mongo.close(), closeRedis(redis)]);
+        await auth.close(); // mail still being sent
+        await jobs.stop();
+        // Queued error events are sent before the process goes (bounded: Sentry may be unreachable).
+        await Promise.allSettled([mongo.close(), closeRedis(redis), errorReporter.close(2000)]);
         log.info('cloud stopped');
       })();
       return stopping;
+    },
+  };
+}
+
+/** Ingest's view of the identity store: the enabled machines provisioned for a gateway in a branch. */
+function machineDirectory(identities: IdentityStore): MachineDirectory {
+  return {
+    async machinesOf(branch, gateway) {
+      const machines = await identities.list({ role: 'machine', gateway });
+      return new Set(machines.filter((m) => !m.disabled && m.branches.includes(branch)).map((m) => m.id));
     },
   };
 }

@@ -13,6 +13,14 @@ import {
   envUrl,
   parseEnv,
 } from '../../tools/runtime/env-config.ts';
+import { authConfig, authEnv, type AuthConfig } from './auth/config.ts';
+import { brokerConfig, brokerConfigProblems, brokerEnv, type BrokerConfig } from './broker/config.ts';
+import { cryptoConfig, cryptoEnvEntries, type CryptoConfig } from './crypto/config.ts';
+import { IngestEnv, ingestConfigFrom, type IngestConfig } from './ingest/config.ts';
+import { JobsEnv, jobsConfigFrom, type JobsConfig } from './jobs/config.ts';
+import { mailConfig, mailEnv, type MailConfig } from './mail/config.ts';
+import { observabilityConfig, observabilityEnv, type SentryConfig } from './observability/config.ts';
+import { rateLimitConfig, rateLimitEnv, type RateLimitConfig } from './ratelimit/config.ts';
 
 const CloudEnv = v.object({
   LOG_LEVEL: envLogLevel,
@@ -58,6 +66,14 @@ const CloudEnv = v.object({
   METRICS_TOKEN: v.optional(v.pipe(v.string(), v.minLength(16, 'expected at least 16 characters'))),
   /** Deadline of each dependency check in GET /health. */
   HEALTH_CHECK_TIMEOUT_MS: envInt(1000, 50, 30_000),
+  ...authEnv,
+  ...brokerEnv,
+  ...mailEnv,
+  ...rateLimitEnv,
+  ...observabilityEnv,
+  ...cryptoEnvEntries,
+  ...IngestEnv,
+  ...JobsEnv,
 });
 
 export type CloudEnv = v.InferOutput<typeof CloudEnv>;
@@ -79,6 +95,14 @@ export interface CloudConfig {
   redis: { url: string; commandTimeoutMs: number; keyPrefix: string };
   health: { checkTimeoutMs: number };
   metrics: { bearerToken: string | undefined };
+  auth: AuthConfig;
+  mqtt: BrokerConfig;
+  mail: MailConfig;
+  rateLimit: RateLimitConfig;
+  sentry: SentryConfig;
+  crypto: CryptoConfig;
+  ingest: IngestConfig;
+  jobs: JobsConfig;
 }
 
 export function loadCloudConfig(env: Readonly<Record<string, string | undefined>>): CloudConfig {
@@ -87,6 +111,8 @@ export function loadCloudConfig(env: Readonly<Record<string, string | undefined>
     // Off loopback, /metrics would tell anyone the routes, traffic and process internals.
     throw new ConfigError([`METRICS_TOKEN: required when HTTP_HOST (${e.HTTP_HOST}) is not a loopback address`]);
   }
+  const mqttProblems = brokerConfigProblems(e);
+  if (mqttProblems.length > 0) throw new ConfigError(mqttProblems);
   return {
     log: { level: e.LOG_LEVEL, pretty: e.LOG_FORMAT === 'pretty' },
     http: {
@@ -104,11 +130,25 @@ export function loadCloudConfig(env: Readonly<Record<string, string | undefined>
     redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS, keyPrefix: e.REDIS_KEY_PREFIX },
     health: { checkTimeoutMs: e.HEALTH_CHECK_TIMEOUT_MS },
     metrics: { bearerToken: e.METRICS_TOKEN },
+    auth: authConfig(e, { loopback: isLoopback(e.HTTP_HOST) }),
+    mqtt: brokerConfig(e),
+    mail: mailConfig(e),
+    rateLimit: rateLimitConfig(e),
+    ...observabilityConfig(e),
+    ...cryptoConfig(e, { loopback: isLoopback(e.HTTP_HOST) }),
+    ingest: ingestConfigFrom(e),
+    jobs: jobsConfigFrom(e),
   };
 }
 
 function isLoopback(host: string): boolean {
   return host === '::1' || host.startsWith('127.');
+}
+
+/** Only the MongoDB settings, parsed by the same rules: for tools that need nothing else (the `hub` CLI). */
+export function loadMongoConfig(env: Readonly<Record<string, string | undefined>>): CloudConfig['mongo'] {
+  const e = parseEnv(v.pick(CloudEnv, ['MONGO_URL', 'MONGO_TIMEOUT_MS']), env);
+  return { url: e.MONGO_URL, timeoutMs: e.MONGO_TIMEOUT_MS };
 }
 
 /** The variable names, for README's table check. */

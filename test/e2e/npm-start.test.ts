@@ -17,6 +17,7 @@ interface Started {
   lines: string[];
   pids: number[];
   apiUrl: string;
+  ports: { MQTT_TCP_PORT: number; MQTT_TLS_PORT: number; GATEWAY_MQTT_PORT: number; GATEWAY_HEALTH_PORT: number };
 }
 
 /**
@@ -24,10 +25,18 @@ interface Started {
  * Ctrl-C), and resolves when it prints its ready line. `viaNpmScript` runs package.json's "start" command under a
  * stand-in for npm instead, to test what happens when npm itself dies.
  */
-async function runStart(dataDir: string, port: number, { viaNpmScript = false } = {}): Promise<Started> {
+async function runStart(dataDir: string, { viaNpmScript = false } = {}): Promise<Started> {
   const deadlineMs = 90_000;
+  const port = await findFreePort();
+  const ports = {
+    MQTT_TCP_PORT: await findFreePort(),
+    MQTT_TLS_PORT: await findFreePort(),
+    GATEWAY_MQTT_PORT: await findFreePort(),
+    GATEWAY_HEALTH_PORT: await findFreePort(),
+  };
   const env: NodeJS.ProcessEnv = {
     ...process.env,
+    ...Object.fromEntries(Object.entries(ports).map(([name, value]) => [name, String(value)])),
     NXG_DATA_DIR: dataDir,
     HTTP_PORT: String(port),
     LOG_LEVEL: 'info',
@@ -65,8 +74,42 @@ async function runStart(dataDir: string, port: number, { viaNpmScript = false } 
   });
   // The services' and the cloud's pids; the script's own is printed as "start script pid N".
   const pids = lines.flatMap((l) => [...l.matchAll(/(?<!script )pid (\d+)/g)].map((m) => Number(m[1])));
-  return { child, lines, pids, apiUrl: `http://127.0.0.1:${port}` };
+  return { child, lines, pids, apiUrl: `http://127.0.0.1:${port}`, ports };
 }
+
+/** Polls `probe` until it returns a value, or fails after `timeoutMs`. */
+async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${String(lastError)}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+/** Runs mosquitto_sub to completion (it exits after -C messages or -W seconds) and returns its lines. */
+function mosquittoSub(args: string[]): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: string[] = [];
+    let err = '';
+    createInterface({ input: child.stdout }).on('line', (line) => out.push(line));
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.once('error', reject);
+    child.once('close', (code) =>
+      code === 0 || out.length > 0 ? resolve(out) : reject(new Error(`mosquitto_sub ${code}: ${err}`)),
+    );
+  });
+}
+
+/** MongoDB stand-in, Redis, cloud, gateway and simulator. */
+const PROCESSES = 5;
 
 /** Like npm run-script: the script's command line through `sh -c`, output passed through. */
 const npmStandIn = `require('node:child_process').spawn(process.argv[1], { shell: true, stdio: 'inherit' });`;
@@ -93,8 +136,8 @@ describe('npm start (end to end)', function () {
   after(() => rm(dataDir, { recursive: true, force: true }));
 
   it('brings up MongoDB, Redis and the cloud, healthy, and Ctrl-C drains and leaves no process behind', async () => {
-    const started = await runStart(dataDir, await findFreePort());
-    expect(started.pids, started.lines.join('\n')).to.have.length(3);
+    const started = await runStart(dataDir);
+    expect(started.pids, started.lines.join('\n')).to.have.length(PROCESSES);
     expect(started.lines.join('\n')).to.include('/api/docs');
 
     const res = await fetch(`${started.apiUrl}/health`);
@@ -103,6 +146,44 @@ describe('npm start (end to end)', function () {
     expect(body.checks.mongo!.status).to.equal('up');
     expect(body.checks.redis!.status).to.equal('up');
     expect((await fetch(`${started.apiUrl}/api/docs`)).status).to.equal(200);
+
+    // The demo branch: gateway healthy, ≥ 40 machines live through gateway → cloud broker → ingest → Redis.
+    const gatewayHealth = await fetch(`http://127.0.0.1:${started.ports.GATEWAY_HEALTH_PORT}/health`);
+    expect(gatewayHealth.status).to.equal(200);
+    const availability = await eventually(async () => {
+      const r = await fetch(`${started.apiUrl}/api/machines/availability?branchId=demo`);
+      const json = (await r.json()) as { machines: { machine: string; status: string }[] };
+      return json.machines.length >= 40 ? json : undefined;
+    }, 60_000);
+    expect(
+      availability.machines.filter((m) => m.status === 'available' || m.status === 'in_use'),
+    ).to.have.length.of.at.least(40);
+
+    // mosquitto_sub (Debian) over TLS with the printed observer credentials receives the branch's live traffic.
+    const text = started.lines.join('\n');
+    const [, user, password] = /observer credentials\s+user (\S+)\s+password (\S+)/.exec(text) ?? [];
+    const caFile = /\(CA (\S+)\)/.exec(text)?.[1];
+    expect(user && password && caFile, text).to.be.a('string');
+    const received = await mosquittoSub([
+      ...['-h', '127.0.0.1', '-p', String(started.ports.MQTT_TLS_PORT), '--cafile', caFile!],
+      ...[
+        '-u',
+        user!,
+        '-P',
+        password!,
+        '-i',
+        `${user!}.e2e`,
+        '-t',
+        'nxg/v1/b/demo/live/#',
+        '-v',
+        '-C',
+        '5',
+        '-W',
+        '30',
+      ],
+    ]);
+    expect(received, 'five live messages').to.have.length(5);
+    for (const line of received) expect(line).to.match(/^nxg\/v1\/b\/demo\/live\/machines\/[a-z0-9-]+ \{/);
 
     const exited = new Promise<number | null>((resolve) => started.child.once('exit', (code) => resolve(code)));
     // Ctrl-C: the terminal signals its whole foreground process group.
@@ -115,16 +196,16 @@ describe('npm start (end to end)', function () {
   });
 
   it('leaves no process behind when the start script is killed with SIGKILL', async () => {
-    const started = await runStart(dataDir, await findFreePort());
-    expect(started.pids).to.have.length(3);
+    const started = await runStart(dataDir);
+    expect(started.pids).to.have.length(PROCESSES);
     started.child.kill('SIGKILL');
     // The parent-death signal reaches each child at once; 15 s allows for the cloud's graceful stop.
     expect(await waitForProcessesGone(started.pids, 15_000), 'orphans left behind').to.deep.equal([]);
   });
 
   it("stops the hub when npm itself is killed (package.json's start command)", async () => {
-    const started = await runStart(dataDir, await findFreePort(), { viaNpmScript: true });
-    expect(started.pids).to.have.length(3);
+    const started = await runStart(dataDir, { viaNpmScript: true });
+    expect(started.pids).to.have.length(PROCESSES);
     const scriptPid = Number(/start script pid (\d+)/.exec(started.lines.join('\n'))?.[1]);
     expect(scriptPid, started.lines.join('\n')).to.be.above(0);
     started.child.kill('SIGKILL'); // the stand-in for npm

@@ -262,16 +262,17 @@ describe('cloud HTTP skeleton', () => {
       };
       expect(doc.openapi).to.equal('3.1.0');
       expect(doc.info.version).to.equal('9.9.9-test');
+      // Documented once, at the canonical versioned paths (/api/… is the alias, see versioning.test.ts).
       expect(Object.keys(doc.paths)).to.include.members([
-        '/api/things',
-        '/api/things/{id}',
+        '/api/v1/things',
+        '/api/v1/things/{id}',
         '/metrics',
-        '/api/openapi.json',
+        '/api/v1/openapi.json',
       ]);
-      const create = doc.paths['/api/things']!.post!;
+      const create = doc.paths['/api/v1/things']!.post!;
       expect(JSON.stringify(create.requestBody)).to.include('"additionalProperties":false');
       expect(create.responses).to.have.keys('201', '400', '413', '415', '500', '503');
-      expect(doc.paths['/api/things/{id}']!.get!.parameters.map((p) => p.name)).to.have.members(['id', 'limit']);
+      expect(doc.paths['/api/v1/things/{id}']!.get!.parameters.map((p) => p.name)).to.have.members(['id', 'limit']);
       expect(doc.components.schemas).to.have.property('Problem');
     });
 

@@ -1,6 +1,7 @@
 /**
  * The Koa application. Middleware reads top down, outermost first:
- *   request id + access log → metrics → security headers → CORS → compression → problem+json → routes.
+ *   request id + access log → metrics → security headers → CORS → API version → compression → problem+json → routes
+ * (each route: its guards → the general rate limit → body → validation → handler; see route.ts).
  * Security headers and CORS sit outside the problem renderer so error responses carry them too.
  */
 import Koa from 'koa';
@@ -13,12 +14,13 @@ import type { Logger } from '../../../tools/runtime/logger.ts';
 import { PROTOCOL_ROOT } from '../../../protocol/version.ts';
 import type { CloudConfig } from '../config.ts';
 import { httpMetrics, type CloudMetrics } from '../metrics/metrics.ts';
+import type { ErrorReporter } from '../observability/sentry.ts';
 import { mountApiDocs } from './api-docs.ts';
 import { Forbidden } from './errors.ts';
 import { buildOpenApiDocument } from './openapi.ts';
 import { problemMiddleware } from './problem.ts';
 import { requestContext } from './request-context.ts';
-import { defineRoute, mountRoutes, type RouteSpec } from './route.ts';
+import { API_VERSION, defineRoute, isApiPath, mountRoutes, type RouteSpec } from './route.ts';
 import type { AppState } from './state.ts';
 
 export interface AppDeps {
@@ -28,7 +30,14 @@ export interface AppDeps {
   version: string;
   /** Every route of every domain; they are mounted and documented together. */
   routes: readonly RouteSpec[];
+  /** The general per-user/per-IP limit (cloud/src/ratelimit/api-limit.ts), run after each /api route's guards. */
+  rateLimit?: Koa.Middleware<AppState>;
+  /** Where server errors (5xx) are reported (cloud/src/observability/sentry.ts). */
+  errorReporter?: ErrorReporter;
 }
+
+/** Response header naming the API's major version, on every /api response (errors included). */
+export const API_VERSION_HEADER = 'API-Version';
 
 /** Paths never compressed: Prometheus scrapes are small and frequent; /mqtt is a WebSocket upgrade. */
 const UNCOMPRESSED = /^\/(metrics|mqtt)(\/|$)/;
@@ -50,7 +59,7 @@ function refuseForeignPreflight(allowedOrigins: ReadonlySet<string>): Koa.Middle
   };
 }
 
-export function createApp({ config, log, metrics, version, routes }: AppDeps): Koa<AppState> {
+export function createApp({ config, log, metrics, version, routes, rateLimit, errorReporter }: AppDeps): Koa<AppState> {
   // With a trusted proxy, ctx.ip is read that many X-Forwarded-For entries from the right: the leftmost entries
   // are whatever the client sent.
   const app = new Koa<AppState>({ proxy: config.trustProxy, maxIpsCount: config.trustProxyHops ?? 1 });
@@ -73,12 +82,20 @@ export function createApp({ config, log, metrics, version, routes }: AppDeps): K
           protocol: v.string(),
           docs: v.string(),
           openapi: v.string(),
+          apiVersion: v.number(),
         }),
       },
     },
     handler: () => ({
       status: 200,
-      body: { name: 'NXG Connect', version, protocol: PROTOCOL_ROOT, docs: '/api/docs', openapi: '/api/openapi.json' },
+      body: {
+        name: 'NXG Connect',
+        version,
+        protocol: PROTOCOL_ROOT,
+        docs: '/api/docs',
+        openapi: '/api/openapi.json',
+        apiVersion: API_VERSION,
+      },
     }),
   });
   const openApiRoute = defineRoute({
@@ -94,13 +111,20 @@ export function createApp({ config, log, metrics, version, routes }: AppDeps): K
     {
       title: 'NXG Connect API',
       version,
-      description: 'REST API of the NXG Connect gym IoT hub. Errors are application/problem+json (RFC 9457).',
+      description:
+        'REST API of the NXG Connect gym IoT hub. Errors are application/problem+json (RFC 9457). ' +
+        `Paths are versioned (/api/v${API_VERSION}/…); /api/… is an alias of the current version, and every ` +
+        `response names its version in the ${API_VERSION_HEADER} header.`,
     },
     allRoutes,
+    { rateLimit: rateLimit !== undefined },
   );
 
   const router = new Router<AppState>();
-  mountRoutes(router, allRoutes, { jsonLimitBytes: config.jsonLimitBytes });
+  mountRoutes(router, allRoutes, {
+    jsonLimitBytes: config.jsonLimitBytes,
+    ...(rateLimit ? { rateLimit } : {}),
+  });
   mountApiDocs(router);
 
   app.use(requestContext(log));
@@ -133,16 +157,28 @@ export function createApp({ config, log, metrics, version, routes }: AppDeps): K
       },
       allowMethods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
       allowHeaders: ['Authorization', 'Content-Type', 'X-Request-Id', 'Idempotency-Key'],
-      exposeHeaders: ['X-Request-Id', 'Retry-After', 'Location'],
+      exposeHeaders: [
+        'X-Request-Id',
+        'Retry-After',
+        'Location',
+        API_VERSION_HEADER,
+        'RateLimit-Limit',
+        'RateLimit-Remaining',
+        'RateLimit-Reset',
+      ],
       maxAge: 600,
     }),
   );
+  app.use(async (ctx, next) => {
+    if (isApiPath(ctx.path)) ctx.set(API_VERSION_HEADER, String(API_VERSION));
+    await next();
+  });
   app.use(compress({ threshold: 1024, filter: (type) => /json|text|javascript|css/.test(type) }));
   app.use(async (ctx, next) => {
     if (UNCOMPRESSED.test(ctx.path)) ctx.compress = false;
     await next();
   });
-  app.use(problemMiddleware());
+  app.use(problemMiddleware(errorReporter ? { reporter: errorReporter } : {}));
   app.use(refuseForeignPreflight(allowedOrigins));
   app.use(router.routes());
   app.use(router.allowedMethods());

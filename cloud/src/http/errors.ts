@@ -82,9 +82,10 @@ export class UnsupportedMediaType extends AppError {
 }
 
 export class TooManyRequests extends AppError {
-  constructor(retryAfterS: number, detail = 'too many requests') {
+  /** `headers`: more response headers, e.g. the RateLimit-* fields. */
+  constructor(retryAfterS: number, detail = 'too many requests', headers: Record<string, string> = {}) {
     super('too-many-requests', 429, detail, {
-      headers: { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterS))) },
+      headers: { ...headers, 'Retry-After': String(Math.max(1, Math.ceil(retryAfterS))) },
     });
   }
 }

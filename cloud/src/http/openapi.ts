@@ -12,7 +12,7 @@ import {
   type ParameterObject,
   type SchemaObject,
 } from 'openapi3-ts/oas31';
-import type { AnySchema, RouteSpec } from './route.ts';
+import { canonicalPath, isRateLimited, type AnySchema, type RouteSpec } from './route.ts';
 import { PROBLEM_CONTENT_TYPE } from './problem.ts';
 
 export type OpenApiInfo = InfoObject;
@@ -85,7 +85,27 @@ const problemResponse = (description: string) => ({
   content: { [PROBLEM_CONTENT_TYPE]: { schema: { $ref: '#/components/schemas/Problem' } } },
 });
 
-export function buildOpenApiDocument(info: OpenApiInfo, routes: readonly RouteSpec[]): OpenAPIObject {
+const rateLimitHeaders = {
+  'Retry-After': { description: 'Seconds until a request may succeed', schema: { type: 'integer' } },
+  'RateLimit-Limit': { description: 'Requests allowed per window', schema: { type: 'integer' } },
+  'RateLimit-Remaining': { description: 'Requests left in the current window', schema: { type: 'integer' } },
+  'RateLimit-Reset': { description: 'Seconds until the window resets', schema: { type: 'integer' } },
+} as const;
+
+export interface OpenApiOptions {
+  /** The general rate limit is active: limited routes document their 429. */
+  rateLimit?: boolean;
+}
+
+/**
+ * Paths are documented once, at their canonical /api/v1 location; the /api alias of the current version is
+ * mentioned in the description rather than doubling every operation.
+ */
+export function buildOpenApiDocument(
+  info: OpenApiInfo,
+  routes: readonly RouteSpec[],
+  options: OpenApiOptions = {},
+): OpenAPIObject {
   const builder = OpenApiBuilder.create({ openapi: '3.1.0', info, paths: {} })
     .addSchema('Problem', problemSchema)
     .addSecurityScheme('bearer', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
@@ -108,6 +128,12 @@ export function buildOpenApiDocument(info: OpenApiInfo, routes: readonly RouteSp
       responses['415'] ??= problemResponse('The body is not application/json');
     }
     if (route.security?.length) responses['401'] ??= problemResponse('Missing, invalid, expired or revoked token');
+    if (options.rateLimit && isRateLimited(route)) {
+      responses['429'] ??= {
+        ...problemResponse('Too many requests from this user or address: retry after Retry-After seconds'),
+        headers: rateLimitHeaders,
+      };
+    }
     responses['500'] ??= problemResponse('Unexpected error');
     responses['503'] ??= problemResponse('A dependency is unavailable: retry after Retry-After seconds');
 
@@ -125,7 +151,7 @@ export function buildOpenApiDocument(info: OpenApiInfo, routes: readonly RouteSp
       responses,
       security: route.security ?? [],
     };
-    const path = toOpenApiPath(route.path);
+    const path = toOpenApiPath(canonicalPath(route.path));
     const item = byPath.get(path) ?? {};
     item[route.method] = operation;
     byPath.set(path, item);

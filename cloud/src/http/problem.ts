@@ -5,6 +5,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { Middleware } from 'koa';
+import type { ErrorReporter } from '../observability/sentry.ts';
 import { AppError, Invalid, NotFound } from './errors.ts';
 import type { AppState } from './state.ts';
 
@@ -118,8 +119,11 @@ function bodyErrorCode(err: HttpLikeError, status: number): { code: string; deta
   return { code: 'bad-request', detail: err.expose && err.message ? err.message.slice(0, 200) : 'bad request' };
 }
 
-/** Renders errors from everything after it, and turns an unmatched route into a 404 problem. */
-export function problemMiddleware(): Middleware<AppState> {
+/**
+ * Renders errors from everything after it, and turns an unmatched route into a 404 problem. Server errors (5xx) go
+ * to the error reporter (Sentry) with the request id; client errors (4xx) do not.
+ */
+export function problemMiddleware({ reporter }: { reporter?: ErrorReporter } = {}): Middleware<AppState> {
   return async (ctx, next) => {
     try {
       await next();
@@ -127,7 +131,12 @@ export function problemMiddleware(): Middleware<AppState> {
         // The router leaves these without a body: give them one, in our format (Allow stays set on a 405).
         if (ctx.status === 404) throw new NotFound(`no route for ${ctx.method} ${ctx.path}`);
         if (ctx.status === 405) throw new AppError('method-not-allowed', 405, `${ctx.method} is not allowed here`);
-        if (ctx.status === 501) throw new AppError('not-implemented', 501, `${ctx.method} is not supported`);
+        if (ctx.status === 501) {
+          // The router's answer to a method it does not know at all (TRACE, CONNECT, …). Not a server fault: the
+          // resource exists with other methods (405, Allow kept) or does not exist (404).
+          if (!ctx.response.get('Allow')) throw new NotFound(`no route for ${ctx.method} ${ctx.path}`);
+          throw new AppError('method-not-allowed', 405, `${ctx.method} is not allowed here`);
+        }
       }
     } catch (err) {
       const { doc, headers, log } = problemFor(err);
@@ -137,6 +146,17 @@ export function problemMiddleware(): Middleware<AppState> {
           { err: { name: (err as Error).name, message: (err as Error).message } },
           'request failed: dependency',
         );
+      if (doc.status >= 500 && reporter?.enabled) {
+        const route = (ctx as { _matchedRoute?: string | RegExp })._matchedRoute;
+        reporter.capture(err, {
+          requestId: ctx.state.requestId,
+          method: ctx.method,
+          path: ctx.path,
+          ...(typeof route === 'string' ? { route } : {}),
+          status: doc.status,
+          headers: ctx.headers,
+        });
+      }
       ctx.status = doc.status;
       for (const [name, value] of Object.entries(headers)) ctx.set(name, value);
       ctx.type = PROBLEM_CONTENT_TYPE;

@@ -14,7 +14,17 @@ export function requestContext(log: Logger): Middleware<AppState> {
     const incoming = ctx.get('X-Request-Id');
     const requestId = SANE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
     ctx.state.requestId = requestId;
-    ctx.state.log = log.child({ reqId: requestId });
+    // Made on first use: a pino child (with its redaction) per request is measurable work at thousands of
+    // requests per second, and most requests never log.
+    let child: Logger | undefined;
+    Object.defineProperty(ctx.state, 'log', {
+      get: () => (child ??= log.child({ reqId: requestId })),
+      set: (value: Logger) => {
+        child = value;
+      },
+      enumerable: true,
+      configurable: true,
+    });
     ctx.set('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
     try {
@@ -24,7 +34,7 @@ export function requestContext(log: Logger): Middleware<AppState> {
       // Paths only, never query strings: they may carry tokens or personal data.
       const line = { method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10 };
       if (ctx.status >= 500) ctx.state.log.warn(line, 'request');
-      else ctx.state.log.debug(line, 'request');
+      else if (log.isLevelEnabled('debug')) ctx.state.log.debug(line, 'request');
     }
   };
 }

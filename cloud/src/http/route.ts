@@ -63,6 +63,12 @@ export interface RouteSpec<
    * unauthenticated caller gets its 401 without making us parse (or describe the schema of) its body.
    */
   guards?: Middleware<AppState>[];
+  /**
+   * The general per-user/per-IP limit (cloud/src/ratelimit) runs after the guards, so an authenticated caller is
+   * counted as a user. On by default for routes under /api; operations routes outside it (/health, /metrics) are
+   * never limited (load balancers and scrapers poll them from one address). false opts a route out.
+   */
+  rateLimit?: boolean;
   handler: (
     ctx: RouteContext,
     input: { body: Out<B>; query: Out<Q>; params: Out<P> },
@@ -172,11 +178,47 @@ function refusesUnknownKeys(schema: AnySchema): boolean {
   return true; // arrays and scalars have no keys to smuggle
 }
 
-export interface MountOptions {
-  jsonLimitBytes: number;
+/** The API's major version: canonical paths are /api/v1/…, and /api/… is the alias of the current version. */
+export const API_VERSION = 1;
+const API_PREFIX = '/api';
+const VERSIONED_PREFIX = `${API_PREFIX}/v${API_VERSION}`;
+
+/** True for /api and /api/…: the paths that are versioned, aliased and rate-limited. */
+export function isApiPath(path: string): boolean {
+  return path === API_PREFIX || path.startsWith(`${API_PREFIX}/`);
 }
 
-/** Mounts routes on a router: content-type check, JSON parsing within limits, validation, then the handler. */
+/**
+ * Where a route declared as /api/things lives canonically: /api/v1/things (documented in OpenAPI). Paths outside
+ * /api, and paths already versioned, stay as declared.
+ */
+export function canonicalPath(path: string): string {
+  if (!isApiPath(path) || path === VERSIONED_PREFIX || path.startsWith(`${VERSIONED_PREFIX}/`)) return path;
+  return VERSIONED_PREFIX + path.slice(API_PREFIX.length);
+}
+
+/** The paths a route answers on: the canonical one, then the /api alias when it differs. */
+export function mountedPaths(route: Pick<RouteSpec, 'path'>): string[] {
+  const canonical = canonicalPath(route.path);
+  return canonical === route.path ? [route.path] : [canonical, route.path];
+}
+
+/** Whether the general rate limit applies to a route (see RouteSpec.rateLimit). */
+export function isRateLimited(route: Pick<RouteSpec, 'path' | 'rateLimit'>): boolean {
+  return route.rateLimit !== false && isApiPath(route.path);
+}
+
+export interface MountOptions {
+  jsonLimitBytes: number;
+  /** The general rate limit, run after each limited route's guards (isRateLimited). */
+  rateLimit?: Middleware<AppState>;
+}
+
+/**
+ * Mounts routes on a router: guards, the general rate limit, content-type check, JSON parsing within limits,
+ * validation, then the handler. Each route answers on its canonical /api/v1 path and on the /api alias; all canonical
+ * paths are registered before any alias, so an alias pattern can never shadow a versioned path.
+ */
 export function mountRoutes(router: Router<AppState>, routes: readonly RouteSpec[], options: MountOptions): void {
   const parseJson = koaBody({
     json: true,
@@ -189,9 +231,11 @@ export function mountRoutes(router: Router<AppState>, routes: readonly RouteSpec
     patchKoa: true,
   });
 
+  const registrations: { path: string; route: RouteSpec; chain: Middleware<AppState>[] }[][] = [[], []];
   for (const route of routes) {
     assertMountable(route);
     const chain: Middleware<AppState>[] = [...(route.guards ?? [])];
+    if (options.rateLimit && isRateLimited(route)) chain.push(options.rateLimit);
     if (route.body) {
       chain.push(async (ctx, next) => {
         // Form bodies would turn `email[$ne]=x` into an operator object: JSON only (ASVS 4 13.2.5).
@@ -219,6 +263,9 @@ export function mountRoutes(router: Router<AppState>, routes: readonly RouteSpec
       for (const [name, value] of Object.entries(result.headers ?? {})) ctx.set(name, value);
       if (result.body !== undefined) ctx.body = result.body;
     });
-    router.register(route.path, [route.method.toUpperCase()], chain, { name: route.operationId ?? null });
+    mountedPaths(route).forEach((path, i) => registrations[i]!.push({ path, route, chain }));
+  }
+  for (const { path, route, chain } of registrations.flat()) {
+    router.register(path, [route.method.toUpperCase()], chain, { name: route.operationId ?? null });
   }
 }

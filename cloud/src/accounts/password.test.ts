@@ -1,0 +1,57 @@
+import { expect } from 'chai';
+import argon2 from 'argon2';
+import {
+  ARGON2_OPTIONS,
+  createDummyHash,
+  hashPassword,
+  isCommonPassword,
+  passwordNeedsRehash,
+  passwordProblem,
+  verifyPassword,
+} from './password.ts';
+import { normaliseEmail } from './email.ts';
+
+describe('password policy and hashing', () => {
+  it('states argon2id parameters at or above OWASP minimum (m=19 MiB, t=2, p=1)', () => {
+    expect(ARGON2_OPTIONS.type).to.equal(argon2.argon2id);
+    expect(ARGON2_OPTIONS.memoryCost).to.be.at.least(19 * 1024);
+    expect(ARGON2_OPTIONS.timeCost).to.be.at.least(2);
+    expect(ARGON2_OPTIONS.parallelism).to.equal(1);
+  });
+
+  it('hashes with those parameters and verifies; a wrong password or a broken hash fails without throwing', async () => {
+    const hash = await hashPassword('a perfectly fine passphrase');
+    expect(hash.startsWith('$argon2id$v=19$')).to.equal(true);
+    expect(hash).to.include('m=19456').and.include('t=2').and.include('p=1');
+    expect(await verifyPassword(hash, 'a perfectly fine passphrase')).to.equal(true);
+    expect(await verifyPassword(hash, 'a perfectly fine passphrasE')).to.equal(false);
+    expect(await verifyPassword('not-a-hash', 'anything')).to.equal(false);
+    expect(passwordNeedsRehash(hash)).to.equal(false);
+    const weaker = await argon2.hash('x', { type: argon2.argon2id, memoryCost: 8192, timeCost: 1, parallelism: 1 });
+    expect(passwordNeedsRehash(weaker), 'older, weaker parameters are upgraded on login').to.equal(true);
+    expect(await createDummyHash()).to.match(/^\$argon2id\$/);
+  });
+
+  it('accepts long, uncommon passwords, counting characters rather than UTF-16 units', () => {
+    expect(passwordProblem('correct horse battery staple')).to.equal(undefined);
+    expect(passwordProblem('😀😁😂🤣😃😄😅😆😉😊😋a')).to.equal(undefined); // 12 characters, 23 UTF-16 units
+    expect(passwordProblem('😀😁😂🤣😃😄😅😆😉😊a')).to.match(/at least 12/);
+  });
+
+  it('refuses too short, too long, common, padded-common, repetitive passwords and ones containing the email', () => {
+    expect(passwordProblem('elevenchars')).to.match(/at least 12/);
+    expect(passwordProblem('x'.repeat(129) + 'abcd')).to.match(/at most 128/);
+    expect(isCommonPassword('1qaz2wsx3edc')).to.equal(true);
+    expect(passwordProblem('1QAZ2WSX3EDC')).to.match(/commonly used/);
+    expect(passwordProblem('password!!!!!!')).to.match(/common password with characters added/);
+    expect(passwordProblem('123456dragon')).to.match(/common password with characters added/);
+    expect(passwordProblem('abababababababab')).to.match(/too few different/);
+    expect(passwordProblem('my name is annabel!', 'annabel@nxg.test')).to.match(/email/);
+    expect(passwordProblem('annabel@nxg.test', 'annabel@nxg.test')).to.match(/email/);
+  });
+
+  it('normalises emails: trimmed, NFKC, lower case', () => {
+    expect(normaliseEmail('  Ann.Lee@Example.COM ')).to.equal('ann.lee@example.com');
+    expect(normaliseEmail('ｂｏｂ@nxg.test')).to.equal('bob@nxg.test');
+  });
+});

@@ -1,0 +1,286 @@
+import { expect } from 'chai';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+
+type QoS = 0 | 1 | 2;
+import { topics } from '../../../protocol/index.ts';
+import { createLogger } from '../../../tools/runtime/logger.ts';
+import { systemClock } from '../../../tools/runtime/clock.ts';
+import { startGateway, type RunningGateway } from '../gateway.ts';
+import { createTestSite, statusOf, telemetryOf, testConfig, workoutOf, type TestSite } from '../testing/fixtures.ts';
+import { eventually } from '../testing/stand-in-cloud.ts';
+import { MemoryQueue } from '../uplink/memory-queue.ts';
+import type { UplinkQueue } from '../uplink/queue.ts';
+
+/** The granted QoS list of a SUBSCRIBE (mqtt.js rejects when every filter was refused). */
+async function grantedOf(client: MqttClient, filter: string, qos: QoS): Promise<number[]> {
+  try {
+    return (await client.subscribeAsync(filter, { qos })).map((g) => g.qos);
+  } catch (err) {
+    const packet = (err as { packet?: { granted?: number[] } }).packet;
+    if (packet?.granted === undefined) throw err;
+    return packet.granted;
+  }
+}
+const closeOf = (client: MqttClient) => new Promise<void>((resolve) => client.once('close', () => resolve()));
+const log = createLogger({ name: 'test', level: 'silent' });
+// Nothing listens on port 1: the gateway runs with its uplink down, which intake does not care about.
+const NO_CLOUD = 'mqtt://127.0.0.1:1';
+
+describe('edge gateway: local broker for machines', function () {
+  this.timeout(20_000);
+  let site: TestSite;
+  let gateway: RunningGateway | undefined;
+  const clients: MqttClient[] = [];
+
+  before(async () => {
+    site = await createTestSite(3);
+  });
+  after(async () => {
+    await site.remove();
+  });
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.endAsync(true)));
+    await gateway?.stop();
+    gateway = undefined;
+  });
+
+  async function start(queue?: UplinkQueue): Promise<RunningGateway> {
+    gateway = await startGateway({
+      config: testConfig(site, NO_CLOUD),
+      log,
+      clock: systemClock,
+      defaultMetrics: false,
+      ...(queue ? { queue } : {}),
+    });
+    return gateway;
+  }
+
+  async function connectMachine(index: number, options: IClientOptions = {}): Promise<MqttClient> {
+    const machine = site.machines[index]!;
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway!.brokerPort}`, {
+      clientId: machine.id,
+      username: machine.id,
+      password: machine.secret,
+      reconnectPeriod: 0,
+      ...options,
+    });
+    client.on('error', () => undefined);
+    clients.push(client);
+    return client;
+  }
+
+  async function refusedWith(options: IClientOptions): Promise<number | undefined> {
+    try {
+      const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway!.brokerPort}`, { reconnectPeriod: 0, ...options });
+      clients.push(c);
+      return undefined;
+    } catch (err) {
+      return (err as { code?: number }).code;
+    }
+  }
+
+  /** Publishes and waits until the broker closes the connection; true if it did. */
+  async function publishGetsDisconnected(client: MqttClient, topic: string, payload: string, qos: QoS) {
+    const closed = closeOf(client);
+    client.publish(topic, payload, { qos }, () => undefined);
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 3_000))]);
+    return !client.connected;
+  }
+
+  it('refuses unknown machines, wrong secrets, a client id other than the username, and anonymous clients (CONNACK 5)', async () => {
+    await start();
+    const [m1, m2] = site.machines;
+    expect(await refusedWith({ clientId: 'm-99', username: 'm-99', password: m1!.secret })).to.equal(5);
+    expect(await refusedWith({ clientId: m1!.id, username: m1!.id, password: m2!.secret })).to.equal(5);
+    expect(await refusedWith({ clientId: m1!.id, username: m1!.id })).to.equal(5);
+    expect(await refusedWith({ clientId: m2!.id, username: m1!.id, password: m1!.secret })).to.equal(5);
+    expect(await refusedWith({ clientId: 'anon' })).to.equal(5);
+    expect(await refusedWith({ clientId: 'Bad+Id', username: 'Bad+Id', password: m1!.secret })).to.equal(5);
+    const metrics = await gateway!.metrics.registry.getSingleMetricAsString('gateway_machine_connects_total');
+    expect(metrics).to.match(/result="refused"[^\n]* 6/);
+  });
+
+  it('queues a valid workout (QoS 1) and telemetry (QoS 0) from their own machine, in their lanes', async () => {
+    const gw = await start();
+    const m = site.machines[0]!;
+    const client = await connectMachine(0);
+    // A field of a newer minor version travels on: the record carries the payload as the machine sent it.
+    const workout = { ...workoutOf(m.id, 1), futureField: 'kept' };
+    await client.publishAsync(topics.machineWorkout(site.branch, m.id), JSON.stringify(workout), { qos: 1 });
+    await client.publishAsync(topics.machineTelemetry(site.branch, m.id), JSON.stringify(telemetryOf(m.id, 2)), {
+      qos: 0,
+    });
+    await client.publishAsync(topics.machineStatus(site.branch, m.id), JSON.stringify(statusOf(m.id, 3)), {
+      qos: 1,
+      retain: true,
+    });
+    await eventually(() => gw.queue.stats().depth === 3, 'three records queued');
+    const records = await gw.queue.peek('records', { limit: 10 });
+    expect(records.map((r) => r.kind)).to.deep.equal(['workout', 'status']);
+    expect(records[0]!.msgId).to.equal(workout.msgId);
+    const held = JSON.parse(records[0]!.json) as { kind: string; receivedAt: number; payload: unknown };
+    expect(held.payload).to.deep.equal(workout);
+    expect(held.receivedAt).to.be.a('number');
+    expect((await gw.queue.peek('telemetry', { limit: 10 })).length).to.equal(1);
+  });
+
+  it('disconnects a machine publishing as another machine, outside the tree, or in another branch', async () => {
+    const gw = await start();
+    const [m1, m2] = site.machines;
+    const cases = [
+      topics.machineWorkout(site.branch, m2!.id),
+      'nxg/v1/b/other/m/m-01/workout',
+      `nxg/v1/b/${site.branch}/live/machines/${m1!.id}`,
+      `nxg/v1/b/${site.branch}/m/${m1!.id}/cmd/link`,
+      `nxg/v1/b/${site.branch}/gw/${site.gatewayId}/up/records`,
+      'somewhere/else',
+    ];
+    for (const topic of cases) {
+      const client = await connectMachine(0);
+      expect(await publishGetsDisconnected(client, topic, JSON.stringify(workoutOf(m1!.id, 1)), 1), topic).to.equal(
+        true,
+      );
+    }
+    expect(gw.queue.stats().depth).to.equal(0);
+  });
+
+  it('disconnects a QoS 2 publish, even to its own topic', async () => {
+    const gw = await start();
+    const m = site.machines[0]!;
+    const client = await connectMachine(0);
+    const topic = topics.machineWorkout(site.branch, m.id);
+    expect(await publishGetsDisconnected(client, topic, JSON.stringify(workoutOf(m.id, 1)), 2)).to.equal(true);
+    expect(gw.queue.stats().depth).to.equal(0);
+  });
+
+  it('grants only its own command topics, refusing QoS 2 and anything else with 0x80', async () => {
+    await start();
+    const m = site.machines[0]!;
+    const client = await connectMachine(0);
+    expect(await grantedOf(client, topics.machineCommand(site.branch, m.id, 'link'), 1)).to.deep.equal([1]);
+    expect(await grantedOf(client, topics.machineCommand(site.branch, m.id, 'display'), 2)).to.deep.equal([128]);
+    expect(await grantedOf(client, `nxg/v1/b/${site.branch}/m/${m.id}/cmd/+`, 0)).to.deep.equal([0]);
+    for (const filter of [
+      `nxg/v1/b/${site.branch}/m/${site.machines[1]!.id}/cmd/+`,
+      `nxg/v1/b/${site.branch}/m/+/cmd/+`,
+      `nxg/v1/b/${site.branch}/m/${m.id}/#`,
+      `nxg/v1/b/${site.branch}/m/${m.id}/workout`,
+      '#',
+      '$SYS/#',
+    ]) {
+      expect(await grantedOf(client, filter, 1), filter).to.deep.equal([128]);
+    }
+    expect(client.connected).to.equal(true);
+  });
+
+  it('acknowledges an invalid or foreign-source payload, counts and keeps it, and valid traffic flows on', async () => {
+    const gw = await start();
+    const [m1, m2] = site.machines;
+    const client = await connectMachine(0);
+    const topic = topics.machineWorkout(site.branch, m1!.id);
+    await client.publishAsync(topic, 'not json', { qos: 1 });
+    await client.publishAsync(topic, JSON.stringify({ ...workoutOf(m1!.id, 1), reps: -3 }), { qos: 1 });
+    await client.publishAsync(topic, JSON.stringify(workoutOf(m2!.id, 2)), { qos: 1 });
+    await client.publishAsync(topics.machineTelemetry(site.branch, m1!.id), '', { qos: 0 });
+    await client.publishAsync(topic, JSON.stringify(workoutOf(m1!.id, 3)), { qos: 1 });
+    expect(client.connected).to.equal(true);
+    await eventually(() => gw.queue.stats().depth === 1, 'the valid record queued');
+    await eventually(() => gw.rejected.total === 4, 'four refusals recorded');
+    expect(gw.rejected.counts()).to.deep.equal({
+      'machine:not-json': 1,
+      'machine:invalid': 1,
+      'machine:wrong-source': 1,
+      'machine:empty': 1,
+    });
+    const entries = gw.rejected.entries();
+    expect(entries.map((e) => e.reason)).to.deep.equal(['not-json', 'invalid', 'wrong-source', 'empty']);
+    expect(entries[0]).to.deep.include({ origin: 'machine', source: m1!.id, topic, bytes: 8 });
+    expect(entries[0]!.payload?.toString()).to.equal('not json');
+    expect(entries[1]!.path).to.be.a('string');
+    const text = await gw.metrics.registry.getSingleMetricAsString('gateway_rejected_total');
+    expect(text).to.include('reason="wrong-source"');
+  });
+
+  it('sends the PUBACK only after the queue append has finished', async () => {
+    let release!: () => void;
+    let appendStarted!: () => void;
+    const started = new Promise<void>((r) => (appendStarted = r));
+    const gate = new Promise<void>((r) => (release = r));
+    const queue = new MemoryQueue({
+      capRecords: 100,
+      capBytes: 1_000_000,
+      beforeAppend: () => {
+        appendStarted();
+        return gate;
+      },
+    });
+    const gw = await start(queue);
+    const m = site.machines[0]!;
+    const client = await connectMachine(0);
+    let acked = false;
+    const published = client
+      .publishAsync(topics.machineWorkout(site.branch, m.id), JSON.stringify(workoutOf(m.id, 1)), { qos: 1 })
+      .then(() => {
+        acked = true;
+      });
+    await started;
+    // The append is held open: give the broker every chance to ack early.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(acked, 'PUBACK before the append finished').to.equal(false);
+    expect(gw.queue.stats().depth).to.equal(0);
+    release();
+    await published;
+    expect(acked).to.equal(true);
+    expect(gw.queue.stats().depth).to.equal(1);
+  });
+
+  it('withholds the PUBACK and disconnects when the queue is full, losing nothing it acknowledged', async () => {
+    const queue = new MemoryQueue({ capRecords: 2, capBytes: 1_000_000 });
+    const gw = await start(queue);
+    const m = site.machines[0]!;
+    const client = await connectMachine(0);
+    const topic = topics.machineWorkout(site.branch, m.id);
+    await client.publishAsync(topic, JSON.stringify(workoutOf(m.id, 1)), { qos: 1 });
+    await client.publishAsync(topic, JSON.stringify(workoutOf(m.id, 2)), { qos: 1 });
+    let thirdAcked = false;
+    client.publish(topic, JSON.stringify(workoutOf(m.id, 3)), { qos: 1 }, (err) => {
+      if (!err) thirdAcked = true;
+    });
+    await closeOf(client);
+    expect(thirdAcked).to.equal(false);
+    expect(gw.queue.stats()).to.deep.include({ depth: 2, full: true });
+    const res = await fetch(`http://127.0.0.1:${gw.healthPort}/health`);
+    expect(res.status).to.equal(503);
+    expect(((await res.json()) as { status: string }).status).to.equal('unavailable');
+  });
+
+  it('queues a machine’s last will (status offline) when its connection dies', async () => {
+    const gw = await start();
+    const m = site.machines[1]!;
+    const will = { ...statusOf(m.id, 0), status: 'offline', lastWill: true };
+    const client = await connectMachine(1, {
+      will: {
+        topic: topics.machineStatus(site.branch, m.id),
+        payload: Buffer.from(JSON.stringify(will)),
+        qos: 1,
+        retain: true,
+      },
+    });
+    client.stream.destroy();
+    await eventually(() => gw.queue.stats().lanes.records.depth === 1, 'the will queued');
+    const [record] = await gw.queue.peek('records', { limit: 1 });
+    expect(JSON.parse(record!.json)).to.deep.include({ kind: 'status' });
+    expect((JSON.parse(record!.json) as { payload: { lastWill: boolean } }).payload.lastWill).to.equal(true);
+  });
+
+  it('cuts a connection whose packet is larger than the frame limit', async () => {
+    const gw = await start();
+    const m = site.machines[0]!;
+    const client = await connectMachine(0);
+    const big = JSON.stringify({ ...workoutOf(m.id, 1), pad: 'x'.repeat(70 * 1024) });
+    expect(await publishGetsDisconnected(client, topics.machineWorkout(site.branch, m.id), big, 1)).to.equal(true);
+    expect(gw.queue.stats().depth).to.equal(0);
+    const cut = await gw.metrics.registry.getSingleMetricAsString('gateway_mqtt_connections_cut_total');
+    expect(cut).to.match(/reason="oversized"[^\n]* 1/);
+  });
+});

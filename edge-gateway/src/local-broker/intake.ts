@@ -1,0 +1,152 @@
+/**
+ * Intake: what happens to a machine's PUBLISH inside `authorizePublish`, before Aedes may PUBACK it (a PUBACK from
+ * Aedes is written before `published` or on('publish') run, so only `authorizePublish` can hold it back;
+ * RELIABILITY finding 1). The steps, in order:
+ *   1. validate the payload with the protocol schema of the topic (decodeJson and validatePayload never throw);
+ *   2. check the envelope names this machine as its source;
+ *   3. map it to an UplinkRecord of the topic's kind (its lane follows from the kind);
+ *   4. append it to the uplink queue — and only when that resolves does the caller let Aedes acknowledge.
+ * A payload failing 1–2 is acknowledged all the same (a machine is never disconnected for its payload), counted,
+ * logged rate-limited and kept in the rejected list. Telemetry is QoS 0 on the wire and queued the same way.
+ * Command responses (`cmd/{name}/res`) are not records: they are relayed to the cloud broker as they are.
+ */
+import {
+  PAYLOADS,
+  RECORD_KIND_LANE,
+  decodeJson,
+  payloadNameFor,
+  parsePayload,
+  validatePayload,
+} from '../../../protocol/index.ts';
+import type {
+  Lane,
+  MachineId,
+  MachineUplinkKind,
+  ParsedTopic,
+  RecordKind,
+  UplinkRecord,
+} from '../../../protocol/index.ts';
+import type { Logger } from '../../../tools/runtime/logger.ts';
+import type { GatewayMetrics } from '../metrics.ts';
+import type { UplinkQueue } from '../uplink/queue.ts';
+import type { RejectedList } from './rejected.ts';
+
+export interface IntakePacket {
+  readonly topic: string;
+  readonly payload: Buffer | string;
+  readonly retain?: boolean;
+}
+
+export interface IntakeOptions {
+  readonly queue: UplinkQueue;
+  readonly rejected: RejectedList;
+  readonly metrics: GatewayMetrics;
+  readonly nowMs: () => number;
+  readonly log: Logger;
+  /** Called after each append, so the forwarder can send without polling. */
+  readonly onQueued?: (lane: Lane) => void;
+  /** Sends a machine's command response on to the cloud broker; false when it could not (uplink down). */
+  readonly relay?: (topic: string, payload: Buffer) => boolean;
+}
+
+export interface Intake {
+  /**
+   * Handles one PUBLISH of `machine` to a topic the ACL already allowed. Resolves when the machine may get its
+   * PUBACK: the record is queued, or the payload was refused and recorded. Rejects only when the record cannot be
+   * queued (queue full or closed): the machine then gets no PUBACK.
+   */
+  accept(machine: MachineId, topic: Extract<ParsedTopic, { machine: MachineId }>, packet: IntakePacket): Promise<void>;
+}
+
+const RECORD_KIND_OF_TOPIC: Readonly<Record<`machine-${MachineUplinkKind}`, RecordKind>> = {
+  'machine-meta': 'meta',
+  'machine-status': 'status',
+  'machine-telemetry': 'telemetry',
+  'machine-workout': 'workout',
+  'machine-event': 'event',
+};
+
+export function createIntake(options: IntakeOptions): Intake {
+  const { queue, rejected, metrics, nowMs, log } = options;
+
+  function refuse(
+    machine: MachineId,
+    packet: IntakePacket,
+    reason: string,
+    detail: { path?: string; issue?: string; msgId?: string } = {},
+  ): void {
+    rejected.add({
+      origin: 'machine',
+      reason,
+      source: machine,
+      topic: packet.topic,
+      payload: packet.payload,
+      ...detail,
+    });
+  }
+
+  async function accept(
+    machine: MachineId,
+    topic: Extract<ParsedTopic, { machine: MachineId }>,
+    packet: IntakePacket,
+  ): Promise<void> {
+    const started = performance.now();
+    if (topic.kind === 'machine-command-response') {
+      const response = parsePayload('CommandResponse', packet.payload);
+      if (!response.ok) {
+        refuse(machine, packet, response.reason, pick(response));
+        return;
+      }
+      const sent = options.relay?.(packet.topic, Buffer.from(packet.payload)) ?? false;
+      metrics.uplinkRelayed.inc({ result: sent ? 'sent' : 'dropped-offline' });
+      return;
+    }
+    if (topic.kind === 'machine-command' || topic.kind === 'live-machine') {
+      // Not machine publications (the ACL never lets them through); refused loudly should it ever change.
+      refuse(machine, packet, 'not-a-record');
+      return;
+    }
+    const kind = RECORD_KIND_OF_TOPIC[topic.kind];
+    const name = payloadNameFor(topic);
+    // Decode once, validate the decoded value, and queue the value as the machine sent it: the record's payload
+    // is "the message exactly as its source published it", so fields of a newer minor version reach the cloud.
+    const decoded = decodeJson(packet.payload, PAYLOADS[name].maxBytes);
+    if (!decoded.ok) {
+      refuse(machine, packet, decoded.reason, pick(decoded));
+      return;
+    }
+    const checked = validatePayload(name, decoded.value);
+    if (!checked.ok) {
+      refuse(machine, packet, checked.reason, pick(checked));
+      return;
+    }
+    const envelope = checked.value as UplinkRecord['payload'];
+    if (envelope.source !== machine) {
+      // The envelope must name the machine that sent it: the cloud orders and deduplicates per source.
+      refuse(machine, packet, 'wrong-source', { path: 'source', msgId: envelope.msgId });
+      return;
+    }
+    if (checked.unknownKeys.length > 0) {
+      log.debug(
+        { machine, topic: packet.topic, unknownKeys: checked.unknownKeys },
+        'fields this gateway does not know',
+      );
+    }
+    const payload = decoded.value as UplinkRecord['payload'];
+    const receivedAt = nowMs();
+    const record = { kind, receivedAt, payload } as UplinkRecord;
+    await queue.append(record, receivedAt);
+    metrics.intakeRecords.inc({ kind });
+    metrics.intakeAppendSeconds.observe((performance.now() - started) / 1000);
+    options.onQueued?.(RECORD_KIND_LANE[kind]);
+  }
+
+  return { accept };
+}
+
+function pick(failure: { path?: string; issue?: string }): { path?: string; issue?: string } {
+  return {
+    ...(failure.path === undefined ? {} : { path: failure.path }),
+    ...(failure.issue === undefined ? {} : { issue: failure.issue }),
+  };
+}

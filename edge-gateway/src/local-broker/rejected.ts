@@ -1,0 +1,124 @@
+/**
+ * Payloads the gateway acknowledged but will not forward, with why: a bad payload is counted, logged (rate-limited)
+ * and kept here — never a reason to disconnect a machine (ARCHITECTURE.md, "Where acknowledged means durable").
+ * Records the cloud rejected, or whose batch it could not read, land here too.
+ *
+ * Bounded: the newest `keep` entries stay (a ring); counts by reason cover everything since start. Entries keep at
+ * most `MAX_KEPT_PAYLOAD_BYTES` of the payload for inspection; it is never logged (it may carry a QR token).
+ */
+import type { Logger } from '../../../tools/runtime/logger.ts';
+
+/** Most payload bytes kept per entry. */
+export const MAX_KEPT_PAYLOAD_BYTES = 4 * 1024;
+/** At most one log line per reason in this window; the lines in between are counted in the next one. */
+export const REJECT_LOG_INTERVAL_MS = 10_000;
+
+const LOG_MESSAGES = {
+  machine: 'machine payload refused (acknowledged, not forwarded)',
+  cloud: 'record refused by the cloud',
+  gateway: 'record set aside: it cannot be sent',
+} as const;
+
+export interface RejectedEntry {
+  /** Gateway clock, ms. */
+  readonly at: number;
+  /** `machine`: refused at intake; `cloud`: refused by the cloud's ack; `gateway`: could not be sent at all. */
+  readonly origin: 'machine' | 'cloud' | 'gateway';
+  readonly reason: string;
+  readonly source?: string;
+  readonly topic?: string;
+  readonly msgId?: string;
+  /** Failing field, e.g. `speedMps`. */
+  readonly path?: string;
+  /** The failed check, e.g. `max_value`. */
+  readonly issue?: string;
+  readonly bytes: number;
+  /** The first MAX_KEPT_PAYLOAD_BYTES of what was received. */
+  readonly payload?: Buffer;
+  readonly truncated?: boolean;
+}
+
+export type RejectedInput = Omit<RejectedEntry, 'at' | 'payload' | 'truncated' | 'bytes'> & {
+  readonly payload?: Uint8Array | string;
+  readonly bytes?: number;
+};
+
+export interface RejectedList {
+  add(entry: RejectedInput): void;
+  /** Newest last. */
+  entries(): readonly RejectedEntry[];
+  /** Count per reason since start (`origin:reason`, e.g. `machine:invalid`). */
+  counts(): Readonly<Record<string, number>>;
+  readonly total: number;
+}
+
+export interface RejectedListOptions {
+  readonly keep: number;
+  readonly log: Logger;
+  readonly nowMs: () => number;
+  /** Called for every entry (metrics). */
+  readonly onRejected?: (entry: RejectedEntry) => void;
+}
+
+export function createRejectedList({ keep, log, nowMs, onRejected }: RejectedListOptions): RejectedList {
+  const ring: RejectedEntry[] = [];
+  const counts = new Map<string, number>();
+  const lastLogged = new Map<string, { at: number; suppressed: number }>();
+  let total = 0;
+
+  function logRateLimited(entry: RejectedEntry, key: string): void {
+    const seen = lastLogged.get(key);
+    if (seen !== undefined && entry.at - seen.at < REJECT_LOG_INTERVAL_MS) {
+      seen.suppressed += 1;
+      return;
+    }
+    const suppressed = seen?.suppressed ?? 0;
+    lastLogged.set(key, { at: entry.at, suppressed: 0 });
+    log.warn(
+      {
+        origin: entry.origin,
+        reason: entry.reason,
+        source: entry.source,
+        topic: entry.topic,
+        msgId: entry.msgId,
+        path: entry.path,
+        issue: entry.issue,
+        bytes: entry.bytes,
+        ...(suppressed > 0 ? { suppressed } : {}),
+      },
+      LOG_MESSAGES[entry.origin],
+    );
+  }
+
+  return {
+    add(input) {
+      const raw = input.payload === undefined ? undefined : Buffer.from(input.payload);
+      const { payload: _payload, bytes: givenBytes, ...rest } = input;
+      const entry: RejectedEntry = {
+        ...rest,
+        at: nowMs(),
+        bytes: givenBytes ?? raw?.length ?? 0,
+        ...(raw === undefined
+          ? {}
+          : {
+              payload: raw.length > MAX_KEPT_PAYLOAD_BYTES ? raw.subarray(0, MAX_KEPT_PAYLOAD_BYTES) : raw,
+              truncated: raw.length > MAX_KEPT_PAYLOAD_BYTES,
+            }),
+      };
+      total += 1;
+      const key = `${entry.origin}:${entry.reason}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+      if (keep > 0) {
+        ring.push(entry);
+        if (ring.length > keep) ring.shift();
+      }
+      onRejected?.(entry);
+      logRateLimited(entry, key);
+    },
+    entries: () => ring.slice(),
+    counts: () => Object.fromEntries(counts),
+    get total() {
+      return total;
+    },
+  };
+}

@@ -1,0 +1,291 @@
+/**
+ * The end-to-end ingest pipeline as separate processes, co-located on this machine as `npm start` runs them:
+ * MongoDB stand-in (in memory) and redis-server, the cloud (`node cloud/src/main.ts`: broker + ingest), one edge
+ * gateway (`node edge-gateway/src/main.ts`) for branch `bench`, uplinked over MQTT/TLS, and the simulated fleet in
+ * this process, connected to the gateway's broker with provisioned machine credentials.
+ *
+ * Each step runs the fleet at a telemetry rate (QoS 1, so every sample is in the PUBACK ledger), lets the pipeline
+ * drain, and then checks every acknowledged record against MongoDB (durability.ts).
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { MongoClient } from 'mongodb';
+import mongoose from 'mongoose';
+import { addGateway, addMachine, gatewayMachines } from '../../cloud/src/broker/provisioning.ts';
+import { createIdentityStore } from '../../cloud/src/broker/identities.ts';
+import { asBranchId } from '../../protocol/ids.ts';
+import { startFleet, type FleetMachine, type PublishedMessage } from '../../simulators/src/fleet.ts';
+import { machineIdAt, typeAt } from '../../simulators/src/machines/index.ts';
+import { startMongo, startRedis, spawnService, type ServiceProcess } from '../../tools/services/index.ts';
+import { DurabilityTracker, type StepDurability } from './durability.ts';
+import { meanMs, scrape, type Scrape } from './prometheus.ts';
+import { cpuSnapshot } from './system.ts';
+
+const repoRoot = path.resolve(import.meta.dirname, '..', '..');
+const BRANCH = 'bench';
+const GATEWAY = 'gw-bench-1';
+
+export interface StepResult extends StepDurability {
+  readonly machines: number;
+  readonly rateHz: number;
+  /** Messages the fleet published per second during the load (samples and records). */
+  readonly offeredPerS: number;
+  readonly persistedPerS: number;
+  readonly acked: number;
+  readonly notAcked: number;
+  /** Fleet reconnects during the step, and messages it dropped (QoS 1 over maxPending). */
+  readonly reconnects: number;
+  readonly dropped: number;
+  /** Machine publish → gateway PUBACK (after its queue append), p99 ms. */
+  readonly pubackP99Ms: number;
+  /**
+   * Means over the step, ms, from the processes' own histograms: gateway queue append (intake), gateway batch sent →
+   * ack, cloud batch received → ack (MongoDB write included).
+   */
+  readonly stagesMs: { readonly intake: number; readonly uplinkAck: number; readonly cloudAck: number };
+  readonly drained: boolean;
+  /** CPU µs per persisted message, per process. */
+  readonly cpuUsPerMsg: Record<string, number>;
+  /** CPU use per process during the step, % of one core. */
+  readonly cpuPct: Record<string, number>;
+  readonly passed: boolean;
+}
+
+export interface E2eOptions {
+  readonly machines: number;
+  readonly ratesHz: readonly number[];
+  readonly stepMs: number;
+  /** The first part of each step, whose messages are checked for loss but not timed. */
+  readonly warmupMs: number;
+  readonly drainMs: number;
+  readonly p99LimitMs: number;
+  readonly onStepStart?: (step: { index: number; total: number; rateHz: number; offeredPerS: number }) => void;
+  readonly onProgress?: (info: { elapsedMs: number; published: number; outstanding: number; phase: string }) => void;
+  readonly log?: (line: string) => void;
+}
+
+export interface E2eResult {
+  readonly steps: StepResult[];
+  readonly pids: Record<string, number>;
+}
+
+function jsonLine(line: string): Record<string, unknown> | undefined {
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+async function waitForLog(proc: ServiceProcess, message: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const escaped = message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const match = await proc.waitForLine(new RegExp(`"msg":"${escaped}"`), timeoutMs);
+  const parsed = jsonLine(match.input);
+  if (!parsed) throw new Error(`${proc.name}: unreadable log line ${match.input}`);
+  return parsed;
+}
+
+export async function runEndToEnd(options: E2eOptions): Promise<E2eResult> {
+  const log = options.log ?? (() => {});
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'nxg-bench-'));
+  const cleanups: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
+  try {
+    const [mongo, redis] = await Promise.all([startMongo({ storage: { kind: 'memory' } }), startRedis()]);
+    cleanups.push(
+      () => mongo.stop(),
+      () => redis.stop(),
+    );
+    const mongoUrl = `${mongo.url}/nxg_bench`;
+
+    // Provision the gateway and its machines in the cloud's database, as `npm run hub` would.
+    const connection = await mongoose.createConnection(mongoUrl, { serverSelectionTimeoutMS: 10_000 }).asPromise();
+    const store = createIdentityStore(connection);
+    const gateway = await addGateway({ store }, { id: GATEWAY, branch: BRANCH });
+    const machines: FleetMachine[] = [];
+    for (let i = 0; i < options.machines; i++) {
+      const id = machineIdAt(i);
+      const issued = await addMachine({ store }, { id, branch: BRANCH, gateway: GATEWAY });
+      machines.push({ id, secret: issued.secret, type: typeAt(i) });
+    }
+    const machinesFile = path.join(dir, 'machines.json');
+    await writeFile(machinesFile, JSON.stringify(await gatewayMachines({ store }, GATEWAY)));
+    await connection.close();
+    log(`provisioned ${GATEWAY} and ${machines.length} machines`);
+
+    const quiet = { LOG_LEVEL: 'info', LOG_FORMAT: 'json' };
+    const cloud = await spawnService({
+      name: 'cloud',
+      command: process.execPath,
+      args: [path.join(repoRoot, 'cloud/src/main.ts')],
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        ...quiet,
+        MONGO_URL: mongoUrl,
+        REDIS_URL: redis.url,
+        REDIS_KEY_PREFIX: 'bench:',
+        HTTP_PORT: '0',
+        MQTT_TCP_PORT: '0',
+        MQTT_TLS_PORT: '0',
+        MQTT_DATA_DIR: path.join(dir, 'mqtt'),
+        AUTH_DEV_KEY_DIR: path.join(dir, 'keys'),
+      },
+    });
+    cleanups.push(() => cloud.stop());
+    const listening = await waitForLog(cloud, 'mqtt broker listening', 60_000);
+    const tlsUrl = String(listening.tls);
+    const caFile = String(listening.caFile);
+    const api = await waitForLog(cloud, 'cloud API listening', 60_000);
+    const cloudMetrics = `${String(api.url).replace(/\/+$/, '')}/metrics`;
+    log(`cloud ready (pid ${cloud.pid}), gateways at ${tlsUrl}`);
+
+    const gatewayProc = await spawnService({
+      name: 'gateway',
+      command: process.execPath,
+      args: [path.join(repoRoot, 'edge-gateway/src/main.ts')],
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        ...quiet,
+        GATEWAY_MACHINES_FILE: machinesFile,
+        GATEWAY_SECRET: gateway.secret,
+        GATEWAY_MQTT_PORT: '0',
+        GATEWAY_HEALTH_PORT: '0',
+        GATEWAY_UPLINK_URL: tlsUrl,
+        GATEWAY_UPLINK_CA_FILE: caFile,
+      },
+    });
+    cleanups.push(() => gatewayProc.stop());
+    const ready = await waitForLog(gatewayProc, 'gateway ready', 60_000);
+    const machineUrl = String(ready.mqtt);
+    const gatewayMetrics = String(ready.health).replace(/\/health$/, '/metrics');
+    const scrapeBoth = async (): Promise<[Scrape, Scrape]> =>
+      Promise.all([scrape(cloudMetrics), scrape(gatewayMetrics)]);
+    log(`gateway ready (pid ${gatewayProc.pid}), machines at ${machineUrl}`);
+
+    const client = new MongoClient(mongoUrl, { serverSelectionTimeoutMS: 10_000 });
+    await client.connect();
+    cleanups.push(() => client.close());
+    const tracker = new DurabilityTracker(client.db(), asBranchId(BRANCH));
+    tracker.start();
+    cleanups.push(() => tracker.stop());
+
+    const pids = {
+      gateway: gatewayProc.pid,
+      cloud: cloud.pid,
+      mongo: mongo.pid,
+      redis: redis.pid,
+      'sim+probe': process.pid,
+    };
+    const steps: StepResult[] = [];
+    for (const [index, rateHz] of options.ratesHz.entries()) {
+      const nominalPerS = rateHz * options.machines;
+      options.onStepStart?.({ index, total: options.ratesHz.length, rateHz, offeredPerS: nominalPerS });
+      const telemetryKeys = new Map<string, string>();
+      const onPublish = (message: PublishedMessage) => {
+        if (message.kind === 'telemetry') telemetryKeys.set(message.msgId, `${message.bootId}:${message.seq}`);
+        tracker.track(message);
+      };
+      tracker.warmingUp = true;
+      const fleet = startFleet({
+        url: machineUrl,
+        branch: BRANCH,
+        machines,
+        rate: rateHz,
+        seed: 2026 + index,
+        // Sessions and sets pass 20× faster, so records (workouts, statuses, events) flow beside the samples.
+        timeScale: 20,
+        telemetryQos: 1,
+        maxPending: 100_000,
+        onPublish,
+      });
+      await fleet.whenConnected(60_000);
+      const cpuBefore = cpuSnapshot(pids);
+      const [cloudBefore, gatewayBefore] = await scrapeBoth();
+      const started = performance.now();
+      while (performance.now() - started < options.stepMs) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        if (performance.now() - started >= options.warmupMs) tracker.warmingUp = false;
+        const stats = fleet.stats();
+        const published = Object.values(stats.published).reduce((a, b) => a + b, 0);
+        options.onProgress?.({
+          elapsedMs: performance.now() - started,
+          published,
+          outstanding: tracker.outstanding,
+          phase: 'load',
+        });
+      }
+      const loadMs = performance.now() - started;
+      const publishedInStep = Object.values(fleet.stats().published).reduce((a, b) => a + b, 0);
+      const offeredPerS = Math.round((publishedInStep * 1000) / loadMs);
+      const fleetStats = fleet.stats();
+      const pubackP99Ms = fleetStats.ackLatencyUs.p99 / 1000;
+      await fleet.stop();
+      const drainStarted = performance.now();
+      const drained = await tracker.drain(options.drainMs, (outstanding) =>
+        options.onProgress?.({
+          elapsedMs: options.stepMs + performance.now() - drainStarted,
+          published: 0,
+          outstanding,
+          phase: 'drain',
+        }),
+      );
+      const wallMs = performance.now() - started;
+      const cpuAfter = cpuSnapshot(pids);
+      const [cloudAfter, gatewayAfter] = await scrapeBoth();
+      const stagesMs = {
+        intake: meanMs(gatewayBefore, gatewayAfter, 'gateway_intake_append_seconds'),
+        uplinkAck: meanMs(gatewayBefore, gatewayAfter, 'gateway_uplink_ack_seconds'),
+        cloudAck: meanMs(cloudBefore, cloudAfter, 'ingest_ack_latency_seconds'),
+      };
+      const acked = new Set<string>();
+      let sent = 0;
+      for (const ledger of fleet.ledger().values()) {
+        sent += ledger.sent.length;
+        for (const msgId of ledger.acked) acked.add(msgId);
+      }
+      const ackedKeys = new Set<string>();
+      for (const [msgId, key] of telemetryKeys) if (acked.has(msgId)) ackedKeys.add(key);
+      const durability = await tracker.endStep(acked, ackedKeys);
+      const cpuUsPerMsg: Record<string, number> = {};
+      const cpuPct: Record<string, number> = {};
+      for (const name of Object.keys(pids)) {
+        const used = (cpuAfter[name] ?? Number.NaN) - (cpuBefore[name] ?? Number.NaN);
+        cpuUsPerMsg[name] = durability.durable > 0 ? Math.round((used * 1000) / durability.durable) : Number.NaN;
+        cpuPct[name] = Math.round((used / wallMs) * 100);
+      }
+      // Over the whole step, drain included: a pipeline that falls behind is not credited for catching up later.
+      const persistedPerS = Math.round((durability.durable * 1000) / wallMs);
+      const notAcked = sent - acked.size;
+      const passed = drained && durability.missing === 0 && durability.p99Ms <= options.p99LimitMs;
+      const step: StepResult = {
+        ...durability,
+        machines: options.machines,
+        rateHz,
+        offeredPerS,
+        persistedPerS,
+        acked: acked.size,
+        notAcked,
+        pubackP99Ms,
+        reconnects: fleetStats.reconnects,
+        dropped: fleetStats.dropped,
+        stagesMs,
+        drained,
+        cpuUsPerMsg,
+        cpuPct,
+        passed,
+      };
+      steps.push(step);
+      log(
+        `step ${index + 1}: ${offeredPerS} msg/s offered (${nominalPerS} samples/s nominal), ${persistedPerS}/s persisted, p50 ${durability.p50Ms} ms, ` +
+          `p99 ${durability.p99Ms} ms, missing ${durability.missing}, drained ${drained}, ` +
+          `reconnects ${fleetStats.reconnects}, dropped ${fleetStats.dropped}`,
+      );
+      if (!passed) break;
+    }
+    return { steps, pids };
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  }
+}

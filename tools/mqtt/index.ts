@@ -1,0 +1,7 @@
+/**
+ * MQTT pieces shared by the cloud broker and the edge gateway's broker: the frame-length guard in front of
+ * `aedes.handle`, credential secrets (issue, hash, verify) and identity/client-id checks.
+ */
+export * from './frame-guard.ts';
+export * from './secrets.ts';
+export * from './identity.ts';
