@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import type { Clock } from '../../tools/runtime/clock.ts';
 import type { Logger } from '../../tools/runtime/logger.ts';
 import { createAuth, type AuthService } from './auth/index.ts';
+import { createAppTokens, type AppTokens } from './broker/app-tokens.ts';
 import { startCloudBroker, type CloudBroker } from './broker/broker.ts';
 import { createIdentityStore, type IdentityStore } from './broker/identities.ts';
 import type { CloudConfig } from './config.ts';
@@ -76,6 +77,8 @@ export async function startCloud({
     });
     health.add(mongoHealthCheck(mongo));
     health.add(redisHealthCheck(redis));
+    // Apps' token check needs auth and the users domain, built below; the WebSocket listener opens after both.
+    const late: { appTokens?: AppTokens } = {};
     const broker = await startCloudBroker({
       config: config.mqtt,
       log: log.child({ module: 'broker' }),
@@ -83,6 +86,10 @@ export async function startCloud({
       identities: createIdentityStore(mongo),
       registry: metrics.registry,
       version,
+      appTokens: (token, connection) =>
+        late.appTokens
+          ? late.appTokens.authenticate(token, connection)
+          : Promise.reject(new Error('app tokens not ready')),
     });
     opened.push(() => broker.close());
     health.add(broker.healthCheck());
@@ -127,6 +134,16 @@ export async function startCloud({
       clock,
       log: log.child({ module: 'users' }),
     });
+    const appTokens = await createAppTokens({
+      auth,
+      memberships: users.services.memberships,
+      mongo,
+      aedes: broker.aedes,
+      clock,
+      log: log.child({ module: 'app-tokens' }),
+    });
+    late.appTokens = appTokens;
+    opened.push(() => Promise.resolve(appTokens.stop()));
 
     const errorReporter = createErrorReporter({
       config: config.sentry,

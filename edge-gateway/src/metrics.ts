@@ -49,7 +49,7 @@ export function createGatewayMetrics({ defaultMetrics = true }: { defaultMetrics
     }),
     framesRefused: new Counter({
       name: 'gateway_mqtt_connections_cut_total',
-      help: 'Machine connections cut by the frame guard before the packet was read, by reason (oversized, …)',
+      help: 'Machine connections cut before CONNECT: by the frame guard (oversized, …) or as too-many-pending per address',
       labelNames: ['reason'] as const,
       registers,
     }),

@@ -56,15 +56,22 @@ const program = new Command()
   )
   .addOption(
     new Option('--log-level <level>', 'log level')
-      .choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const)
-      .default('info' as const),
+      .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const)
+      .default('info' as const)
+      .env('LOG_LEVEL'),
+  )
+  .addOption(
+    new Option('--log-format <format>', 'json (a line per event) or pretty (default: pretty on a terminal)')
+      .choices(['json', 'pretty'] as const)
+      .env('LOG_FORMAT'),
   )
   .option('--stats-every <s>', 'print a progress line every this many seconds (0: never)', atLeastZero(3600), 10);
 
 async function main(): Promise<void> {
   program.parse();
   const opts = program.opts();
-  const log = createLogger({ name: 'sim', level: opts.logLevel, pretty: process.stdout.isTTY === true });
+  const pretty = opts.logFormat === undefined ? process.stdout.isTTY === true : opts.logFormat === 'pretty';
+  const log = createLogger({ name: 'sim', level: opts.logLevel, pretty });
   let machines: FleetMachine[];
   if (opts.credentials) {
     const all = await readCredentials(opts.credentials);
@@ -139,7 +146,8 @@ function summary(stats: FleetStats, started: number) {
 
 function printReport(stats: FleetStats, started: number): void {
   const seconds = (Date.now() - started) / 1000;
-  const table = new Table({ head: ['what', 'value'] });
+  const plain = process.stdout.isTTY !== true;
+  const table = new Table({ head: ['what', 'value'], ...(plain ? { style: { head: [], border: [] } } : {}) });
   const total = Object.values(stats.published).reduce((a, b) => a + b, 0);
   table.push(
     ['run time', `${seconds.toFixed(1)} s`],

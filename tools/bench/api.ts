@@ -209,7 +209,9 @@ try {
     note: `${ratioOf(memoryMax)}× bare`,
   });
 
-  // 3. Login: a sustainable fixed rate, then the ceiling (closed loop, a few connections).
+  // 3. Login: the ceiling (closed loop, a few connections), then a fixed rate below it. argon2 bounds the ceiling
+  // (RELIABILITY finding 7: ~57/s on 2 idle cores); when this machine's ceiling is below what the fixed rate needs,
+  // a second run at 70 % of the measured ceiling shows the latency at a rate it can sustain.
   const login = postRequest(
     '/api/auth/login',
     (i) => {
@@ -220,28 +222,10 @@ try {
   );
   {
     await settle();
-    const connections = openConnections(stack.cloudUrl, 50);
-    try {
-      const result = await openLoop({
-        name: 'POST /api/auth/login',
-        connections,
-        rate: opts.loginRate,
-        durationS: opts.duration,
-        send: login,
-        onProgress: progress(`login @ ${opts.loginRate}/s`),
-        serverPid: stack.cloudPid,
-      });
-      rows.push({
-        result,
-        target: 'p99 < 200 ms',
-        pass: result.p99Ms < 200 && (result.statuses['2xx'] ?? 0) === result.completed,
-      });
-    } finally {
-      await connections.close();
-    }
     const ceilingConns = openConnections(stack.cloudUrl, 8);
+    let ceiling: LoadResult;
     try {
-      const ceiling = await closedLoop({
+      ceiling = await closedLoop({
         name: 'POST /api/auth/login (ceiling)',
         connections: ceilingConns,
         durationS: 5,
@@ -252,6 +236,31 @@ try {
       rows.push({ result: ceiling, target: 'ceiling (information)', note: `${ceiling.achievedRate} logins/s` });
     } finally {
       await ceilingConns.close();
+    }
+    const rates = [opts.loginRate];
+    const sustainable = Math.floor(ceiling.achievedRate * 0.7);
+    if (sustainable > 0 && sustainable < opts.loginRate) rates.push(sustainable);
+    for (const rate of rates) {
+      await settle();
+      const connections = openConnections(stack.cloudUrl, 50);
+      try {
+        const result = await openLoop({
+          name: rate === opts.loginRate ? 'POST /api/auth/login' : 'POST /api/auth/login (70 % of ceiling)',
+          connections,
+          rate,
+          durationS: opts.duration,
+          send: login,
+          onProgress: progress(`login @ ${rate}/s`),
+          serverPid: stack.cloudPid,
+        });
+        rows.push({
+          result,
+          target: 'p99 < 200 ms',
+          pass: result.p99Ms < 200 && (result.statuses['2xx'] ?? 0) === result.completed,
+        });
+      } finally {
+        await connections.close();
+      }
     }
   }
 

@@ -27,6 +27,8 @@ export interface AccountStore {
   findByEmail(email: string): Promise<Account | undefined>;
   credentialsOf(email: string): Promise<{ account: Account; passwordHash: string } | undefined>;
   setPasswordHash(id: string, passwordHash: string): Promise<boolean>;
+  /** Replaces `oldHash` by a re-hash of the same password (stronger parameters); false when the hash changed meanwhile. */
+  upgradePasswordHash(id: string, oldHash: string, newHash: string): Promise<boolean>;
   markEmailVerified(id: string): Promise<Account | undefined>;
   /** For admin tooling and tests: status (with a reason when suspended) and role. */
   setStatus(id: string, status: AccountStatus, reason?: string | null): Promise<Account | undefined>;
@@ -116,6 +118,17 @@ export async function createAccountStore(mongo: Connection, clock: Clock): Promi
 
     async setPasswordHash(id, passwordHash) {
       return (await update(id, { passwordHash, passwordChangedAt: clock.now() })) !== undefined;
+    },
+
+    async upgradePasswordHash(id, oldHash, newHash) {
+      const filter = byId(id);
+      if (!filter) return false;
+      // Compare-and-set: a reset that set a new password since the login's verify must not be overwritten.
+      const result = await Account.updateOne(
+        { ...filter, passwordHash: String(oldHash) },
+        { $set: { passwordHash: newHash, updatedAt: clock.now() } },
+      );
+      return result.modifiedCount === 1;
     },
 
     async markEmailVerified(id) {

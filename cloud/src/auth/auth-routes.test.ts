@@ -1,5 +1,7 @@
+import argon2 from 'argon2';
 import { expect } from 'chai';
 import { Types } from 'mongoose';
+import sinon from 'sinon';
 import {
   bearer,
   createTestAccount,
@@ -9,6 +11,7 @@ import {
   TEST_APP_BASE_URL,
   type TestCloud,
 } from '../../../test/helpers/accounts.ts';
+import { ARGON2_OPTIONS } from '../accounts/password.ts';
 import { linkIn } from '../mail/smtp-capture.ts';
 
 interface Problem {
@@ -382,6 +385,79 @@ describe('authentication routes (real cloud, MongoDB, Redis, SMTP capture)', fun
       expect((await login(account.email, account.password)).status).to.equal(401);
       expect((await login(account.email, newPassword)).status).to.equal(200);
       await tc.mail.waitFor((m) => m.to.includes(account.email) && /password was changed/.test(m.subject));
+    });
+
+    it('a login that verified the old password just before a reset keeps no session (race)', async () => {
+      const account = await createTestAccount(tc);
+      expect((await postJson(tc, '/api/auth/forgot', { email: account.email }, UA)).status).to.equal(202);
+      const token = await tokenFromEmail(tc, account.email, 'reset-password');
+      const newPassword = strongPassword();
+      const sessions = tc.auth.sessions;
+      const start = sessions.start.bind(sessions);
+      // Fault injection: the reset completes between the login's password verify and the start of its session.
+      const stub = sinon.stub(sessions, 'start').callsFake(async (input) => {
+        stub.restore();
+        expect((await postJson(tc, '/api/auth/reset', { token, password: newPassword }, UA)).status).to.equal(204);
+        return start(input);
+      });
+      try {
+        expect((await login(account.email, account.password)).status, 'old password, raced').to.equal(401);
+      } finally {
+        stub.restore();
+      }
+      expect(await sessions.list(account.userId), 'no session outlives the reset').to.deep.equal([]);
+      expect((await login(account.email, account.password)).status).to.equal(401);
+      expect((await login(account.email, newPassword)).status).to.equal(200);
+      expect(
+        await auditOf({ action: 'login_failed', target: account.userId, 'details.reason': 'password-changed' }),
+      ).to.have.length(1);
+    });
+
+    it('upgrades a hash made with weaker parameters at login, keeping the password', async () => {
+      const account = await createTestAccount(tc);
+      const weaker = await argon2.hash(account.password, { ...ARGON2_OPTIONS, timeCost: 1 });
+      const accounts = tc.mongo.collection('accounts');
+      const _id = new Types.ObjectId(account.userId);
+      await accounts.updateOne({ _id }, { $set: { passwordHash: weaker } });
+      expect((await login(account.email, account.password)).status).to.equal(200);
+      const upgraded = (await accounts.findOne({ _id }))!.passwordHash as string;
+      expect(upgraded).to.not.equal(weaker).and.to.include('m=19456,t=2,p=1');
+      expect((await login(account.email, account.password)).status).to.equal(200);
+    });
+
+    it('answers known and unknown addresses before any per-account work is done (no enumeration by timing)', async () => {
+      const account = await createTestAccount(tc);
+      const unknown = newEmail();
+      let release = () => {};
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const audit = tc.auth.audit;
+      const record = audit.record.bind(audit);
+      // The audit entry is the last of a request's work (after the limiter, the token and the mail): held back
+      // here, a request that waited for its work would not be answered.
+      const stub = sinon.stub(audit, 'record').callsFake(async (entry) => {
+        if (entry.action === 'password_reset_requested') await gate;
+        return record(entry);
+      });
+      try {
+        for (const email of [account.email, unknown]) {
+          let timer: NodeJS.Timeout | undefined;
+          const answer = await Promise.race([
+            postJson(tc, '/api/auth/forgot', { email }, UA),
+            new Promise<'no answer'>((resolve) => (timer = setTimeout(() => resolve('no answer'), 5000))),
+          ]);
+          clearTimeout(timer);
+          expect(answer === 'no answer' ? answer : answer.status, email).to.equal(202);
+        }
+      } finally {
+        stub.restore();
+        release();
+      }
+      // The work is done all the same, once released.
+      await tokenFromEmail(tc, account.email, 'reset-password');
+      const audited = { action: 'password_reset_requested', target: { $in: [account.userId, unknown] } };
+      const deadline = Date.now() + 10_000;
+      while ((await auditOf(audited)).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect((await auditOf(audited)).map((e) => e.result as string).sort()).to.deep.equal(['failure', 'success']);
     });
 
     it('answers an unknown email with the same 202 and sends nothing', async () => {

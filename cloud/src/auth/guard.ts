@@ -30,7 +30,7 @@ export interface GuardDeps {
   sessions: RefreshSessions;
   store: AccountStore;
   audit: AuditLog;
-  /** Bounds the audit writes of refused tokens (shared with the login's refusals). */
+  /** Bounds the audit writes of refused tokens and denied requests (shared with the login's refusals). */
   throttle: AuditThrottle;
 }
 
@@ -67,14 +67,19 @@ export function createRequireUser({ tokens, sessions, store, audit, throttle }: 
         return new Unauthorized('the access token is missing, invalid, expired or revoked');
       };
       const deny = async (reason: string, userId: string, error: AppError) => {
-        await audit.record({
-          actor: userId,
-          action: 'access_denied',
-          target: `${ctx.method} ${ctx.path}`,
-          ip: ctx.ip,
-          result: 'refused',
-          details: { reason },
-        });
+        // Bounded like token refusals, per account: a suspended account's client retrying in a loop is not a flood
+        // of inserts, and other members behind the same address keep their entries.
+        const { write, suppressedBefore } = throttle('access_denied', userId);
+        if (write) {
+          await audit.record({
+            actor: userId,
+            action: 'access_denied',
+            target: `${ctx.method} ${ctx.path}`,
+            ip: ctx.ip,
+            result: 'refused',
+            details: { reason, ...(suppressedBefore > 0 ? { suppressedBefore } : {}) },
+          });
+        }
         return error;
       };
 

@@ -93,7 +93,7 @@ export interface AuthService {
   keyring: Keyring;
   sessions: RefreshSessions;
   mailer: Mailer;
-  /** Waits for mail being sent, then closes the transport. */
+  /** Waits for work left after answers (reset requests) and mail being sent, then closes the transport. */
   close(): Promise<void>;
 }
 
@@ -197,6 +197,9 @@ export async function createAuth({
     keyring,
     sessions,
     mailer,
-    close: () => mailer.close(),
+    async close() {
+      await flows.settle();
+      await mailer.close();
+    },
   };
 }

@@ -120,6 +120,29 @@ describe('login limits (RELIABILITY c5, C3)', function () {
     });
   });
 
+  describe('IPv6 clients behind a trusted proxy', () => {
+    let tc: TestCloud;
+    before(async () => {
+      tc = await startTestCloud({ dbPrefix: 'auth_proxy6', env: { TRUST_PROXY: 'true', AUTH_LOGIN_IP_FAILURES: '3' } });
+    });
+    after(() => tc?.stop());
+
+    it('counts an IPv6 client by its /64: rotating addresses within it does not buy more attempts', async () => {
+      const account = await createTestAccount(tc);
+      const from = (ip: string, password: string) =>
+        postJson(tc, '/api/auth/login', { email: account.email, password }, { 'X-Forwarded-For': ip });
+      // One client, three addresses of its /64 (privacy addresses change all the time).
+      for (const ip of ['2001:db8:1:2::1', '2001:db8:1:2:aaaa::2', '2001:DB8:1:2:ffff:ffff:ffff:3']) {
+        expect((await from(ip, 'wrong password!!')).status, ip).to.equal(401);
+      }
+      expect((await from('2001:db8:1:2::4', account.password)).status, 'same /64').to.equal(429);
+      expect((await from('2001:db8:1:3::1', account.password)).status, 'another /64').to.equal(200);
+      // An IPv4-mapped address is the IPv4 address it maps.
+      for (let i = 0; i < 3; i++) expect((await from('::ffff:203.0.113.5', 'wrong password!!')).status).to.equal(401);
+      expect((await from('203.0.113.5', account.password)).status).to.equal(429);
+    });
+  });
+
   describe('Redis down', () => {
     let redis: RedisService;
     let tc: TestCloud;

@@ -258,8 +258,12 @@ export function createRefreshSessions({
     async revokeAll(userId) {
       const ids = await redis.smembers(keys.userFamilies(userId));
       let revoked = 0;
-      for (const id of ids) if (await revokeFamily(id, userId)) revoked += 1;
-      await redis.del(keys.userFamilies(userId));
+      for (const id of ids) {
+        if (await revokeFamily(id, userId)) revoked += 1;
+        else await redis.srem(keys.userFamilies(userId), id); // expired since: tidy the index
+      }
+      // Only the ids read above leave the index (revokeFamily removes each it revokes): deleting the whole set would
+      // also drop a session started meanwhile, which would stay alive but unlisted, out of reach of "revoke all".
       return revoked;
     },
 

@@ -51,6 +51,8 @@ export interface AuthFlows {
   /** Revokes one of the user's sessions; false (→ 404) when it is not theirs or does not exist. */
   revokeSession(userId: string, sessionId: string, caller: Caller): Promise<boolean>;
   deleteAccount(userId: string, caller?: Partial<Caller>): Promise<boolean>;
+  /** Waits for work that runs after its answer (a password-reset request's token, audit entry and mail). */
+  settle(): Promise<void>;
 }
 
 export interface AuthFlowDeps {
@@ -121,6 +123,17 @@ export function createAuthFlows(deps: AuthFlowDeps): AuthFlows {
     mailer.sendLater(verificationEmail(account.email, token, config.verifyEmailTtlS, links));
   }
 
+  /** Work that must not delay (and so reveal anything through) the answer; failures are logged. */
+  const background = new Set<Promise<void>>();
+  function later(what: string, task: () => Promise<void>): void {
+    const running = task()
+      .catch((err: unknown) => {
+        log.error({ err: { name: (err as Error).name, message: (err as Error).message } }, `${what} failed`);
+      })
+      .finally(() => background.delete(running));
+    background.add(running);
+  }
+
   async function revokeAllSessions(userId: string, reason: string, caller: Partial<Caller> = {}): Promise<number> {
     const count = await sessions.revokeAll(userId);
     await record('sessions_revoked', 'success', caller, userId, userId, { reason, count });
@@ -181,11 +194,21 @@ export function createAuthFlows(deps: AuthFlowDeps): AuthFlows {
       }
       const { account, passwordHash } = credentials;
       await limits.succeeded(limitKeyOf(email), ip);
-      if (passwordNeedsRehash(passwordHash)) {
-        // Parameters were raised since this hash was made: upgrade it while we hold the password.
-        await store.setPasswordHash(account.id, await hashPassword(password));
-      }
       const started = await sessions.start({ userId: account.id, userAgent, ip });
+      // A password reset may have completed between our verify and the session's start: its "revoke all" could not
+      // see this session, so it would outlive the reset. Re-read after starting: a changed hash means the password
+      // we verified no longer opens the account (a reset that comes later sees the session and revokes it).
+      const current = await store.credentialsOf(email);
+      if (current?.account.id !== account.id || current.passwordHash !== passwordHash) {
+        await sessions.revoke(started.sessionId, account.id);
+        await record('login_failed', 'failure', { ip, userAgent }, null, account.id, { reason: 'password-changed' });
+        throw badCredentials();
+      }
+      if (passwordNeedsRehash(passwordHash)) {
+        // Parameters were raised since this hash was made: upgrade it while we hold the password — only if it is
+        // still the hash we verified (never over a new password set meanwhile).
+        await store.upgradePasswordHash(account.id, passwordHash, await hashPassword(password));
+      }
       await record('login', 'success', { ip, userAgent }, account.id, account.id, { sessionId: started.sessionId });
       return { ...issuePair(account.id, started.sessionId, started.refreshToken), account };
     },
@@ -244,19 +267,25 @@ export function createAuthFlows(deps: AuthFlowDeps): AuthFlows {
     async forgotPassword({ email: rawEmail, ip, userAgent }) {
       const email = normaliseEmail(rawEmail);
       const account = await store.findByEmail(email);
-      if (!account) {
-        await record('password_reset_requested', 'failure', { ip, userAgent }, null, email, {
-          reason: 'unknown-email',
-        });
-        return;
-      }
-      if (!(await deps.mailLimit(`reset:${account.id}`))) {
-        await record('password_reset_requested', 'refused', { ip, userAgent }, null, account.id, { reason: 'limit' });
-        return;
-      }
-      const token = await store.issueToken(account.id, 'reset_password', config.resetPasswordTtlS);
-      mailer.sendLater(resetPasswordEmail(account.email, token, config.resetPasswordTtlS, links));
-      await record('password_reset_requested', 'success', { ip, userAgent }, null, account.id);
+      // The rest runs after the answer: a known address costs a limiter call, a token write and an audit entry
+      // more than an unknown one, and the time to answer must not tell them apart (no enumeration by timing).
+      later('password reset request', async () => {
+        if (!account) {
+          await record('password_reset_requested', 'failure', { ip, userAgent }, null, email, {
+            reason: 'unknown-email',
+          });
+          return;
+        }
+        if (!(await deps.mailLimit(`reset:${account.id}`))) {
+          await record('password_reset_requested', 'refused', { ip, userAgent }, null, account.id, {
+            reason: 'limit',
+          });
+          return;
+        }
+        const token = await store.issueToken(account.id, 'reset_password', config.resetPasswordTtlS);
+        mailer.sendLater(resetPasswordEmail(account.email, token, config.resetPasswordTtlS, links));
+        await record('password_reset_requested', 'success', { ip, userAgent }, null, account.id);
+      });
     },
 
     async resetPassword({ token, password, ip, userAgent }) {
@@ -288,6 +317,10 @@ export function createAuthFlows(deps: AuthFlowDeps): AuthFlows {
         ...(revoked ? {} : { reason: 'not-found' }),
       });
       return revoked;
+    },
+
+    async settle() {
+      while (background.size > 0) await Promise.allSettled([...background]);
     },
 
     async deleteAccount(userId, caller = {}) {

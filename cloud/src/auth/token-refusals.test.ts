@@ -169,6 +169,22 @@ describe('access-token refusals (RELIABILITY c1–c3)', function () {
     expect((await audited()) - before).to.be.at.most(REFUSALS_AUDITED_PER_MINUTE);
   });
 
+  it('audits a flood of refused requests of a suspended account at a bounded rate (and refuses every one)', async () => {
+    const suspended = await createTestAccount(tc, { status: 'suspended' });
+    const statuses = await Promise.all(
+      Array.from({ length: 60 }, () =>
+        fetch(`${tc.url}/api/users/sessions`, { headers: { Authorization: `Bearer ${suspended.accessToken}` } }).then(
+          (res) => res.status,
+        ),
+      ),
+    );
+    expect(new Set(statuses)).to.deep.equal(new Set([403]));
+    const audited = await tc.mongo
+      .collection('audit_log')
+      .countDocuments({ action: 'access_denied', actor: suspended.userId });
+    expect(audited).to.be.within(1, REFUSALS_AUDITED_PER_MINUTE);
+  });
+
   describe('requireUser options on a route of another domain', () => {
     let http: HttpServer;
     let base: string;

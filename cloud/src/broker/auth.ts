@@ -6,8 +6,8 @@
  * revoked identities and roles a listener does not serve are answered CONNACK 5 (M1), one answer for all so a
  * prober learns nothing about which ids exist.
  *
- * Apps: MQTT over WebSocket with their access token as password. The accounts work provides the token check as
- * an `AppTokenAuthenticator`; until it does, the WebSocket listener serves observers only (issue 4).
+ * Apps: MQTT over WebSocket with their access token as password, checked by an `AppTokenAuthenticator`
+ * (app-tokens.ts, which also closes connections whose token is revoked); without one, only observers connect there.
  */
 import { isTopicLevelId } from '../../../protocol/ids.ts';
 import type { BranchId, UserId } from '../../../protocol/ids.ts';
@@ -32,7 +32,11 @@ export interface AppPrincipal {
  * listener) and says who it belongs to, or undefined when it is not valid (expired, revoked, wrong audience…).
  * It must not throw for a bad token; a throw is treated as "service unavailable" (CONNACK 3).
  */
-export type AppTokenAuthenticator = (token: string) => Promise<AppPrincipal | undefined>;
+export type AppTokenAuthenticator = (
+  token: string,
+  /** The CONNECT's client id, so the check can tie the token to the connection (revocation closes that one). */
+  connection: { clientId: string },
+) => Promise<AppPrincipal | undefined>;
 
 /** Client ids of apps: `u.{user}` or `u.{user}.{suffix}`; two dots can never be an identity's client id. */
 export const APP_CLIENT_ID_PATTERN = /^u\.([a-z0-9][a-z0-9-]{0,62})(?:\.[A-Za-z0-9_-]{1,32})?$/;
@@ -86,7 +90,7 @@ export function createAuthenticator({
   async function authenticateApp(clientId: string, password: string): Promise<AuthResult> {
     let app: AppPrincipal | undefined;
     try {
-      app = await appTokens!(password);
+      app = await appTokens!(password, { clientId });
     } catch {
       return refuse('store-unavailable');
     }

@@ -12,7 +12,7 @@ import {
   subscribeGranted,
   type BrokerFixture,
 } from './testing.ts';
-import { sessionOf } from './broker.ts';
+import { MAX_SUBSCRIPTIONS_PER_CLIENT, sessionOf } from './broker.ts';
 
 const demo = asBranchId('demo');
 const other = asBranchId('other');
@@ -136,7 +136,8 @@ describe('cloud broker: identities and ACL (real Aedes, sockets and MongoDB stan
         topics.machineCommandResponse(demo, asMachineId('tm-01'), 'link'),
       ];
       for (const topic of allowed) await a.publishAsync(topic, '{}', { qos: 1, retain: topic.endsWith('/state') });
-      await wait(50);
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && !allowed.every((t) => received.includes(t))) await wait(20);
       expect(received).to.include.members(allowed);
       expect(a.connected).to.equal(true);
     });
@@ -189,7 +190,7 @@ describe('cloud broker: identities and ACL (real Aedes, sockets and MongoDB stan
   });
 
   describe('last will', () => {
-    it("publishes a gateway's will on its own state when it drops, and never an observer's", async () => {
+    it("publishes a gateway's will on its own state when it drops; refuses a CONNECT whose will is out of scope", async () => {
       const o = await connect('ops', 'ops.will');
       const got: { topic: string; payload: string }[] = [];
       o.on('message', (topic, payload) => got.push({ topic, payload: payload.toString() }));
@@ -202,12 +203,30 @@ describe('cloud broker: identities and ACL (real Aedes, sockets and MongoDB stan
         clientId: 'gw-a',
         will: { topic: topics.gatewayState(demo, gwA), payload: Buffer.from('{"online":false}'), qos: 1, retain: true },
       });
-      const sneaky = await connectClient(url, {
-        username: 'ops',
-        password: secrets.ops!,
-        clientId: 'ops.sneaky',
-        will: { topic: topics.gatewayState(demo, gwB), payload: Buffer.from('{"forged":true}'), qos: 1, retain: true },
-      });
+      // A will its sender could not publish is refused at CONNECT, not stored to be checked (or swept up) later:
+      // an observer's, a gateway's on another gateway's state, a retained uplink.
+      const refusedWills = await Promise.all(
+        [
+          { id: 'ops', clientId: 'ops.sneaky', topic: topics.gatewayState(demo, gwB), retain: true },
+          { id: 'gw-a', clientId: 'gw-a', topic: topics.gatewayState(demo, gwB), retain: true },
+          { id: 'gw-a', clientId: 'gw-a', topic: topics.gatewayState(other, gwOther), retain: true },
+          { id: 'gw-a', clientId: 'gw-a', topic: topics.gatewayUplink(demo, gwA, 'records'), retain: true },
+        ].map(({ id, clientId, topic, retain }) =>
+          connackCode(url, {
+            username: id,
+            password: secrets[id]!,
+            clientId,
+            will: { topic, payload: Buffer.from('{"forged":true}'), qos: 1, retain },
+          }),
+        ),
+      );
+      expect(refusedWills).to.deep.equal([5, 5, 5, 5]);
+      expect(
+        await metricValue(fx.registry, 'mqtt_connections_refused_total', {
+          listener: 'tcp',
+          reason: 'will-not-allowed',
+        }),
+      ).to.equal(4);
       // And a CONNECT refused for a wrong secret stores no will at all (M1).
       const refusedWill = await connectClient(url, {
         username: 'gw-b',
@@ -218,7 +237,6 @@ describe('cloud broker: identities and ACL (real Aedes, sockets and MongoDB stan
       expect(refusedWill).to.equal(5);
       // Both drop without DISCONNECT.
       gw.stream.destroy();
-      sneaky.stream.destroy();
       const deadline = Date.now() + 5000;
       while (Date.now() < deadline && got.length === 0) await wait(20);
       await wait(100);
@@ -227,6 +245,24 @@ describe('cloud broker: identities and ACL (real Aedes, sockets and MongoDB stan
   });
 
   describe('SUBSCRIBE and delivery (M3)', () => {
+    it('refuses filters past MAX_SUBSCRIPTIONS_PER_CLIENT (0x80), and takes one again after an UNSUBSCRIBE', async () => {
+      const o = await connect('ops', 'ops.many');
+      const filter = (i: number) => `nxg/v1/b/demo/live/machines/m-${i}`;
+      const first = Array.from({ length: MAX_SUBSCRIPTIONS_PER_CLIENT }, (_, i) => filter(i));
+      expect(new Set(await subscribeGranted(o, first))).to.deep.equal(new Set([1]));
+      // Again the same filters: not new, so still granted; one more: refused, and the connection stays.
+      expect(await subscribeGranted(o, [filter(0), filter(MAX_SUBSCRIPTIONS_PER_CLIENT)])).to.deep.equal([1, 128]);
+      expect(o.connected).to.equal(true);
+      await o.unsubscribeAsync(filter(1));
+      expect(await subscribeGranted(o, [filter(MAX_SUBSCRIPTIONS_PER_CLIENT)])).to.deep.equal([1]);
+      expect(
+        await metricValue(fx.registry, 'mqtt_authz_denied_total', {
+          action: 'subscribe',
+          reason: 'too-many-subscriptions',
+        }),
+      ).to.equal(1);
+    });
+
     it('answers 0x80 to #, nxg/v1/b/+/#, $SYS/# and other branches, grants its own filters at QoS ≤ 1', async () => {
       const a = await connect('gw-a');
       const granted = await subscribeGranted(
@@ -290,7 +326,12 @@ describe('cloud broker: identities and ACL (real Aedes, sockets and MongoDB stan
       await publish(topics.gatewayCommand(demo, gwA, 'rebirth'));
       await publish(topics.gatewayAck(demo, gwA));
       await publish(topics.gatewayAck(demo, gwB));
-      await wait(100);
+      // Until A's own messages are in (not a fixed pause: a loaded machine may take longer than any guess); B's ack
+      // was published after A's, so had it been delivered it would be there by then too.
+      const expected = [topics.cloudState(), topics.gatewayCommand(demo, gwA, 'rebirth'), topics.gatewayAck(demo, gwA)];
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && !expected.every((t) => got.some((m) => m.topic === t))) await wait(20);
+      await wait(50);
       const birth = got.find((m) => m.topic === topics.cloudState());
       expect(birth, 'retained birth').to.not.equal(undefined);
       expect(JSON.parse(birth!.payload)).to.deep.include({ online: true, version: '0.1.0' });

@@ -14,6 +14,7 @@ import tls from 'node:tls';
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { Registry } from 'prom-client';
+import { createConnectionLimits, type ConnectionLimits } from '../../../tools/mqtt/connection-limits.ts';
 import { guardMqttStream } from '../../../tools/mqtt/frame-guard.ts';
 import type { Clock } from '../../../tools/runtime/clock.ts';
 import type { Logger } from '../../../tools/runtime/logger.ts';
@@ -23,7 +24,6 @@ import { checkPublish, checkSubscribe, grantsFor, mayReceive, topicClass, type G
 import { createAuthenticator, type AppTokenAuthenticator, type ListenerName } from './auth.ts';
 import { publishCloudState } from './cloud-state.ts';
 import type { BrokerConfig } from './config.ts';
-import { createConnectionLimits, type ConnectionLimits } from './connection-limits.ts';
 import type { IdentityStore } from './identities.ts';
 import { createBrokerMetrics, type BrokerMetrics } from './metrics.ts';
 import { loadTlsMaterial } from './tls.ts';
@@ -104,6 +104,13 @@ function logBudget(perSecond: number) {
   };
 }
 
+/**
+ * Distinct filters one connection may hold. Aedes bounds neither the filters per SUBSCRIBE nor the subscriptions
+ * per client: one authenticated app or observer could otherwise grow the broker's subscription tree without end
+ * (one `live/machines/{id}` per guessed id). Gateways hold five; a dashboard a handful.
+ */
+export const MAX_SUBSCRIPTIONS_PER_CLIENT = 64;
+
 function authError(returnCode: number, message: string): AuthenticateError {
   const err = new Error(message) as AuthenticateError;
   (err as { returnCode: number }).returnCode = returnCode;
@@ -122,6 +129,7 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
   const connections = new WeakMap<Duplex, ConnectionInfo>();
   const mayLog = logBudget(20);
   const expiryTimers = new Map<Client, NodeJS.Timeout>();
+  const subscriptionsOf = new WeakMap<Client, Set<string>>();
 
   const aedes = new Aedes({
     connectTimeout: config.connectTimeoutMs,
@@ -173,6 +181,21 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
             listener: info.listener,
             ip: info.ip,
           };
+          // The CONNECT's last will, checked now as if published now. Aedes stores it after authentication and
+          // checks it again only when a live client dies; a will swept up for a client on a dead node is
+          // authorized with no client at all (authorizePublish below), so nothing unchecked may be stored.
+          const will = (client as { _will?: { topic: string; qos: number; retain?: boolean } | null })._will;
+          const willDenial = will ? checkPublish(session.grants, will) : undefined;
+          if (willDenial) {
+            metrics.refused.inc({ listener: info.listener, reason: 'will-not-allowed' });
+            if (mayLog()) {
+              log.info(
+                { listener: info.listener, ip: info.ip, clientId: client.id, reason: willDenial },
+                'mqtt connect refused: last will not allowed',
+              );
+            }
+            return done(authError(5, 'will-not-allowed'), false);
+          }
           (client as WithSession)[SESSION] = session;
           if (result.expiresAtMs !== undefined) scheduleExpiry(client, result.expiresAtMs);
           done(null, true);
@@ -186,7 +209,8 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
     authorizePublish(client, packet, callback) {
       const session = sessionOf(client);
       if (!session) {
-        // Only Aedes' will sweep publishes without a live client; nothing but the tree may be published.
+        // Only Aedes' will sweep publishes without a live client: a will of a client whose node died, checked
+        // against that client's grants at its CONNECT (authenticate). Nothing but the tree may be published.
         return callback(client === null && !packet.topic.startsWith('$') ? null : new Error('not authorized'));
       }
       const denial = checkPublish(session.grants, packet);
@@ -224,6 +248,19 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
         // null negates: SUBACK 0x80 for this filter (aedes #48), the connection stays.
         return callback(null, null);
       }
+      let held = subscriptionsOf.get(client);
+      if (!held) {
+        held = new Set();
+        subscriptionsOf.set(client, held);
+      }
+      if (!held.has(subscription.topic) && held.size >= MAX_SUBSCRIPTIONS_PER_CLIENT) {
+        metrics.authzDenied.inc({ action: 'subscribe', reason: 'too-many-subscriptions' });
+        if (mayLog()) {
+          log.warn({ clientId: client.id, max: MAX_SUBSCRIPTIONS_PER_CLIENT }, 'mqtt subscription refused: too many');
+        }
+        return callback(null, null);
+      }
+      held.add(subscription.topic);
       // In place: Aedes stores `packet.subscriptions` for persistent sessions, not what we return.
       if (subscription.qos > 1) subscription.qos = 1;
       callback(null, subscription);
@@ -263,6 +300,10 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
       { clientId: client.id, role: session.principal.role, listener: session.listener },
       'mqtt client connected',
     );
+  });
+  aedes.on('unsubscribe', (unsubscriptions, client) => {
+    const held = subscriptionsOf.get(client);
+    for (const filter of unsubscriptions) held?.delete(filter);
   });
   aedes.on('clientDisconnect', (client) => {
     log.debug({ clientId: client.id }, 'mqtt client disconnected');

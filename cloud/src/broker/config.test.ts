@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import * as v from 'valibot';
 import { ConfigError, parseEnv } from '../../../tools/runtime/env-config.ts';
 import { loadCloudConfig } from '../config.ts';
-import { brokerConfig, brokerConfigProblems, brokerEnv } from './config.ts';
+import { MAX_BATCH_BYTES, asBranchId, asGatewayId, topics } from '../../../protocol/index.ts';
+import { MIN_MAX_PACKET_BYTES, brokerConfig, brokerConfigProblems, brokerEnv } from './config.ts';
 
 const parse = (env: Record<string, string>) => parseEnv(v.object(brokerEnv), env);
 
@@ -26,12 +27,32 @@ describe('broker configuration (MQTT_*)', () => {
       [],
     );
     expect(
-      brokerConfigProblems(parse({ MQTT_MAX_PACKET_BYTES: '4096', MQTT_MAX_CONNECT_BYTES: '8192' })),
+      brokerConfigProblems(parse({ MQTT_MAX_PACKET_BYTES: '300000', MQTT_MAX_CONNECT_BYTES: '400000' })),
     ).to.deep.equal(['MQTT_MAX_CONNECT_BYTES: expected ≤ MQTT_MAX_PACKET_BYTES']);
     const base = { MONGO_URL: 'mongodb://127.0.0.1:1/x', REDIS_URL: 'redis://127.0.0.1:1' };
     expect(() => loadCloudConfig({ ...base, MQTT_TLS_KEY_FILE: '/x.key' })).to.throw(ConfigError, /MQTT_TLS_CERT_FILE/);
     expect(() => loadCloudConfig({ ...base, MQTT_TLS_HOST: 'example.com' })).to.throw(ConfigError, /MQTT_TLS_HOST/);
     expect(() => loadCloudConfig({ ...base, MQTT_TCP_PORT: '70000' })).to.throw(ConfigError, /MQTT_TCP_PORT/);
     expect(loadCloudConfig({ ...base, MQTT_TLS_PORT: '0' }).mqtt.tls.port).to.equal(0);
+  });
+
+  it('refuses a packet bound below a gateway’s fullest uplink batch (the frame guard would cut it forever)', () => {
+    const base = { MONGO_URL: 'mongodb://127.0.0.1:1/x', REDIS_URL: 'redis://127.0.0.1:1' };
+    expect(MIN_MAX_PACKET_BYTES).to.be.above(MAX_BATCH_BYTES);
+    expect(() => loadCloudConfig({ ...base, MQTT_MAX_PACKET_BYTES: String(64 * 1024) })).to.throw(
+      ConfigError,
+      /MQTT_MAX_PACKET_BYTES/,
+    );
+    expect(() => loadCloudConfig({ ...base, MQTT_MAX_PACKET_BYTES: String(MAX_BATCH_BYTES) })).to.throw(
+      ConfigError,
+      /MQTT_MAX_PACKET_BYTES/,
+    );
+    const c = loadCloudConfig({ ...base, MQTT_MAX_PACKET_BYTES: String(MIN_MAX_PACKET_BYTES) });
+    expect(c.mqtt.maxPacketBytes).to.equal(MIN_MAX_PACKET_BYTES);
+    // The fullest batch on its longest topic fits in that bound, header and packet id included.
+    const topic = topics.gatewayUplink(asBranchId('b'.repeat(63)), asGatewayId('g'.repeat(63)), 'telemetry');
+    const remaining = 2 + Buffer.byteLength(topic) + 2 + MAX_BATCH_BYTES; // topic length, topic, packet id, payload
+    const lengthBytes = remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4;
+    expect(1 + lengthBytes + remaining).to.be.at.most(MIN_MAX_PACKET_BYTES);
   });
 });

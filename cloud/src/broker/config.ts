@@ -5,10 +5,18 @@
  */
 import path from 'node:path';
 import * as v from 'valibot';
+import { MAX_BATCH_BYTES } from '../../../protocol/index.ts';
 import { envInt, envPort } from '../../../tools/runtime/env-config.ts';
 
 const repoRoot = path.resolve(import.meta.dirname, '../../..');
 const optionalPath = v.optional(v.pipe(v.string(), v.minLength(1)));
+
+/**
+ * The smallest packet bound that still lets a gateway's fullest uplink batch through: MAX_BATCH_BYTES of payload
+ * plus the PUBLISH's own fixed header (≤ 5), topic (≤ 2 + 160) and packet id (2), rounded up. A lower bound would
+ * make the frame guard cut every full batch, and the gateway would reconnect and resend it forever.
+ */
+export const MIN_MAX_PACKET_BYTES = MAX_BATCH_BYTES + 1024;
 
 export const brokerEnv = {
   /** Plain MQTT for tools and tests, bound to 127.0.0.1 only (0: any free port). */
@@ -25,8 +33,11 @@ export const brokerEnv = {
   MQTT_TLS_CA_FILE: optionalPath,
   /** Where the development CA and server certificate are generated on first start. */
   MQTT_DATA_DIR: v.optional(v.pipe(v.string(), v.minLength(1)), path.join(repoRoot, 'data', 'mqtt')),
-  /** Largest MQTT packet accepted from a client (frame guard; larger declarations close the connection). */
-  MQTT_MAX_PACKET_BYTES: envInt(256 * 1024, 1024, 16 * 1024 * 1024),
+  /**
+   * Largest MQTT packet accepted from a client (frame guard; larger declarations close the connection); at least
+   * a gateway's fullest uplink batch (MIN_MAX_PACKET_BYTES).
+   */
+  MQTT_MAX_PACKET_BYTES: envInt(256 * 1024, MIN_MAX_PACKET_BYTES, 16 * 1024 * 1024),
   /** Largest CONNECT packet (credentials and will included), checked before authentication. */
   MQTT_MAX_CONNECT_BYTES: envInt(32 * 1024, 256, 1024 * 1024),
   /** Largest WebSocket message on /mqtt (ws maxPayload); larger ones close the socket with 1009. */

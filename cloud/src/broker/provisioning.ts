@@ -5,7 +5,7 @@
  */
 import { isTopicLevelId } from '../../../protocol/ids.ts';
 import { isIdentityId, type IdentityRole } from '../../../tools/mqtt/identity.ts';
-import { hashSecret, newSecret } from '../../../tools/mqtt/secrets.ts';
+import { SECRET_PATTERN, hashSecret, newSecret } from '../../../tools/mqtt/secrets.ts';
 import type { IdentityRecord, IdentityStore } from './identities.ts';
 
 export class ProvisioningError extends Error {
@@ -57,11 +57,23 @@ function checkBranch(branch: string): void {
   }
 }
 
+/**
+ * A secret issued beforehand with newSecret(), for a caller that must record it before the identity is stored (the
+ * demo branch: provisioning that an interrupted first `npm start` can resume). Default: a new one.
+ */
+interface PresetSecret {
+  secret?: string;
+}
+
 async function issue(
   { store, now = () => new Date() }: Deps,
   fields: Pick<IdentityRecord, 'id' | 'role' | 'branches' | 'gateway'>,
+  preset: string | undefined,
 ): Promise<Issued> {
-  const secret = newSecret();
+  if (preset !== undefined && !SECRET_PATTERN.test(preset)) {
+    throw new ProvisioningError('a preset secret must come from newSecret() (43 characters of base64url)');
+  }
+  const secret = preset ?? newSecret();
   const identity: IdentityRecord = {
     id: fields.id,
     role: fields.role,
@@ -76,25 +88,31 @@ async function issue(
 }
 
 /** A gateway of one branch. */
-export async function addGateway(deps: Deps, { id, branch }: { id: string; branch: string }): Promise<Issued> {
+export async function addGateway(
+  deps: Deps,
+  { id, branch, secret }: { id: string; branch: string } & PresetSecret,
+): Promise<Issued> {
   checkId(id, 'gateway');
   checkBranch(branch);
-  return issue(deps, { id, role: 'gateway', branches: [branch] });
+  return issue(deps, { id, role: 'gateway', branches: [branch] }, secret);
 }
 
 /** A read-only observer of one or more branches. */
-export async function addObserver(deps: Deps, { id, branches }: { id: string; branches: string[] }): Promise<Issued> {
+export async function addObserver(
+  deps: Deps,
+  { id, branches, secret }: { id: string; branches: string[] } & PresetSecret,
+): Promise<Issued> {
   checkId(id, 'observer');
   const unique = [...new Set(branches)];
   if (unique.length === 0) throw new ProvisioningError('an observer needs at least one branch');
   unique.forEach(checkBranch);
-  return issue(deps, { id, role: 'observer', branches: unique });
+  return issue(deps, { id, role: 'observer', branches: unique }, secret);
 }
 
 /** A machine of a branch, connecting to that branch's gateway `gateway`. */
 export async function addMachine(
   deps: Deps,
-  { id, branch, gateway }: { id: string; branch: string; gateway: string },
+  { id, branch, gateway, secret }: { id: string; branch: string; gateway: string } & PresetSecret,
 ): Promise<Issued> {
   checkId(id, 'machine');
   checkBranch(branch);
@@ -105,7 +123,7 @@ export async function addMachine(
   if (!gw.branches.includes(branch)) {
     throw new ProvisioningError(`gateway ${gateway} serves branch ${gw.branches.join(',')}, not ${branch}`);
   }
-  return issue(deps, { id, role: 'machine', branches: [branch], gateway });
+  return issue(deps, { id, role: 'machine', branches: [branch], gateway }, secret);
 }
 
 /** The machines of a gateway (active ones), with their secrets' hashes, as the gateway's machines file. */

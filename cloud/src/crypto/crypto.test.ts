@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -135,6 +135,20 @@ describe('crypto configuration and keyring', () => {
         { log: silent, create: false },
       ).catch((err: unknown) => (missing = err));
       expect((missing as NodeJS.ErrnoException).code).to.equal('ENOENT');
+      // A torn or hand-edited keyring is refused by name, without quoting its content (key material) or crashing.
+      for (const [name, text] of [
+        ['torn.json', 'SECRETKEYMATERIAL{"fieldKeys":'],
+        ['nulls.json', '{"fieldKeys":[null],"activeKeyId":"k","pseudonymKey":"SECRETKEYMATERIAL"}'],
+        ['numbers.json', '{"fieldKeys":[{"kid":"k","key":12}],"activeKeyId":"k","pseudonymKey":"x"}'],
+      ] as const) {
+        const file = path.join(dir, name);
+        await writeFile(file, text);
+        let refused: unknown;
+        await loadKeyring({ ...config, devKeysFile: file }, { log: silent }).catch((err: unknown) => (refused = err));
+        expect((refused as Error).message, name).to.equal(
+          `${file}: not a development keyring (delete it to generate a new one)`,
+        );
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

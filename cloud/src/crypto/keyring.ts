@@ -31,15 +31,30 @@ export function keyringOf(fieldKeys: readonly FieldKey[], activeKeyId: string, p
 }
 
 function parseDevKeys(text: string, file: string): DevKeysFile {
-  const data = JSON.parse(text) as Partial<DevKeysFile>;
+  // Never JSON.parse's own message: it quotes the text, and the text is key material.
+  const invalid = () => new Error(`${file}: not a development keyring (delete it to generate a new one)`);
+  let data: Partial<DevKeysFile> | null;
+  try {
+    data = JSON.parse(text) as Partial<DevKeysFile> | null;
+  } catch {
+    throw invalid();
+  }
   const valid =
+    typeof data === 'object' &&
+    data !== null &&
     Array.isArray(data.fieldKeys) &&
     data.fieldKeys.every(
-      (k) => KEY_ID_PATTERN.test(k.kid) && Buffer.from(k.key, 'base64').length === 32 && typeof k.key === 'string',
+      (k: unknown) =>
+        typeof k === 'object' &&
+        k !== null &&
+        typeof (k as { kid?: unknown }).kid === 'string' &&
+        typeof (k as { key?: unknown }).key === 'string' &&
+        KEY_ID_PATTERN.test((k as { kid: string }).kid) &&
+        Buffer.from((k as { key: string }).key, 'base64').length === 32,
     ) &&
     typeof data.activeKeyId === 'string' &&
     typeof data.pseudonymKey === 'string';
-  if (!valid) throw new Error(`${file}: not a development keyring (delete it to generate a new one)`);
+  if (!valid) throw invalid();
   return data as DevKeysFile;
 }
 

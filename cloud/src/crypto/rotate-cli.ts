@@ -13,6 +13,7 @@ import * as v from 'valibot';
 import { ConfigError, envInt, envLogLevel, envUrl, parseEnv } from '../../../tools/runtime/env-config.ts';
 import { createLogger, type Logger } from '../../../tools/runtime/logger.ts';
 import { connectMongo } from '../db/mongo.ts';
+import { PRIVACY_SEALED_COLLECTIONS } from '../privacy/privacy.ts';
 import { SEALED_COLLECTIONS } from '../users/models.ts';
 import { cryptoConfig, cryptoEnvEntries } from './config.ts';
 import { createFieldCipher } from './field-cipher.ts';
@@ -47,7 +48,7 @@ export async function rotateFromEnv(
     return await rotateSealedFields({
       connection,
       cipher: createFieldCipher(keyring),
-      targets: SEALED_COLLECTIONS,
+      targets: [...SEALED_COLLECTIONS, ...PRIVACY_SEALED_COLLECTIONS],
       log: logger,
       batchSize: options.batchSize,
       dryRun: options.dryRun,

@@ -9,22 +9,35 @@ import type { AppState } from './state.ts';
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 
+/**
+ * ctx.state of a request. Its logger is made on first use: a pino child (with its redaction) per request is
+ * measurable work at thousands of requests per second, and most requests never log. A class, so the lazy property
+ * lives on the prototype and every state object keeps one shape.
+ */
+class RequestState {
+  readonly requestId: string;
+  readonly #root: Logger;
+  #log: Logger | undefined;
+
+  constructor(root: Logger, requestId: string) {
+    this.#root = root;
+    this.requestId = requestId;
+  }
+
+  get log(): Logger {
+    return (this.#log ??= this.#root.child({ reqId: this.requestId }));
+  }
+
+  set log(value: Logger) {
+    this.#log = value;
+  }
+}
+
 export function requestContext(log: Logger): Middleware<AppState> {
   return async (ctx, next) => {
     const incoming = ctx.get('X-Request-Id');
     const requestId = SANE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
-    ctx.state.requestId = requestId;
-    // Made on first use: a pino child (with its redaction) per request is measurable work at thousands of
-    // requests per second, and most requests never log.
-    let child: Logger | undefined;
-    Object.defineProperty(ctx.state, 'log', {
-      get: () => (child ??= log.child({ reqId: requestId })),
-      set: (value: Logger) => {
-        child = value;
-      },
-      enumerable: true,
-      configurable: true,
-    });
+    ctx.state = new RequestState(log, requestId);
     ctx.set('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
     try {

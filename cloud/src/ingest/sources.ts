@@ -4,8 +4,11 @@
  * its own branch's topics; this keeps it to its own machines, so a gateway cannot write records (or live state)
  * for another gateway's or another branch's machines.
  *
- * The directory is read through a small per-gateway cache: a batch costs no lookup while its machines are known,
- * and a machine provisioned a moment ago is found by a re-read (at most one per `missRefreshMs` per gateway).
+ * The directory is read through a small per-gateway cache: a batch costs no lookup while its machines are known.
+ * A machine the cache does not know always causes a fresh read before it is refused: a refusal dead-letters a
+ * record the gateway already acknowledged to the machine, so a machine provisioned a moment ago must never be
+ * refused from a stale cache. Concurrent misses share one read; the price is one read per batch while a gateway
+ * still sends for a revoked machine, which lasts until the gateway's configuration drops it.
  */
 import type { Clock } from '../../../tools/runtime/clock.ts';
 import type { BranchId, GatewayId } from '../../../protocol/index.ts';
@@ -25,14 +28,11 @@ export function createSourceCheck({
   directory,
   clock,
   ttlMs = 30_000,
-  missRefreshMs = 5_000,
 }: {
   directory: MachineDirectory;
   clock: Clock;
   /** How long a gateway's machine list is used before it is read again. */
   ttlMs?: number;
-  /** How soon an unknown machine may trigger another read. */
-  missRefreshMs?: number;
 }): SourceCheck {
   const cache = new Map<string, { machines: ReadonlySet<string>; readAtMs: number }>();
   const reading = new Map<string, Promise<ReadonlySet<string>>>();
@@ -62,12 +62,14 @@ export function createSourceCheck({
       const key = `${branch}/${gateway}`;
       const now = clock.nowMs();
       let entry = cache.get(key);
+      let readNow = false;
       if (!entry || now - entry.readAtMs >= ttlMs) {
         await read(key, branch, gateway);
         entry = cache.get(key)!;
+        readNow = true;
       }
       let unknown = [...machines].filter((m) => !entry.machines.has(m));
-      if (unknown.length > 0 && now - entry.readAtMs >= missRefreshMs) {
+      if (unknown.length > 0 && !readNow) {
         const fresh = await read(key, branch, gateway);
         unknown = unknown.filter((m) => !fresh.has(m));
       }

@@ -145,6 +145,32 @@ describe('errors to Sentry (@sentry/node against a local DSN endpoint)', () => {
   });
 });
 
+describe('Sentry flush on shutdown', () => {
+  it('delivers an event captured right before close() by the time close resolves', async () => {
+    const ingest = await startIngest();
+    try {
+      const reporter = createErrorReporter({
+        config: { dsn: ingest.dsn, environment: 'test', sampleRate: 1 },
+        release: '7.7.8',
+        log: silent,
+      });
+      reporter.capture(new RangeError('last words'), {
+        requestId: 'req-shutdown-01',
+        method: 'POST',
+        path: '/api/v1/x',
+        status: 503,
+        headers: {},
+      });
+      expect(await reporter.close(5000)).to.equal(true);
+      const [event] = events(ingest.received) as unknown as ErrorEvent[];
+      expect(event?.exception?.values?.[0]).to.include({ type: 'RangeError', value: 'last words' });
+      expect(event?.tags).to.include({ request_id: 'req-shutdown-01', status: '503' });
+    } finally {
+      await new Promise((resolve) => ingest.server.close(resolve));
+    }
+  });
+});
+
 describe('scrubEvent (beforeSend)', () => {
   it('drops credentials, bodies, cookies, query strings and user details; masks tokens in messages', () => {
     const event = scrubEvent({

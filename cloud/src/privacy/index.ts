@@ -1,6 +1,7 @@
 export {
   createPrivacy,
   DELETION_REQUESTS,
+  PRIVACY_SEALED_COLLECTIONS,
   TOMBSTONES,
   type DeletionOutcome,
   type Privacy,

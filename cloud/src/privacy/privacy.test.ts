@@ -91,6 +91,15 @@ describe('GDPR export and deletion (P1; real cloud, MongoDB-compatible server, R
 
   it('exports every kind of the member’s data, health values decrypted, no password hash', async () => {
     const m = await memberWithEverything();
+    // An entry about the member written by someone else (an administrator, from their own address and browser).
+    await tc.auth.audit.record({
+      actor: '0123456789abcdef01234567',
+      action: 'account_suspended',
+      target: m.userId,
+      ip: '198.51.100.77',
+      result: 'success',
+      details: { reason: 'test', userAgent: 'admin-console/1.0' },
+    });
     const res = await api<Json>('GET', '/api/users/export', m.accessToken);
     expect(res.status).to.equal(200);
     expect(res.headers.get('content-disposition')).to.match(/^attachment; filename="nxg-export-/);
@@ -115,6 +124,13 @@ describe('GDPR export and deletion (P1; real cloud, MongoDB-compatible server, R
     ]);
     expect(e.loginSessions).to.have.length(2);
     expect((e.auditEntries as Json[]).map((a) => a.action)).to.include('login');
+    const own = (e.auditEntries as Json[]).find((a) => a.action === 'login')!;
+    expect(own).to.include({ actor: m.userId, ip: '127.0.0.1' });
+    // Other people's identifiers are theirs, not the member's (GDPR Art. 15(4)): who, from where, with what go.
+    const byOther = (e.auditEntries as Json[]).find((a) => a.action === 'account_suspended')!;
+    expect(byOther).to.include({ actor: null, target: m.userId, ip: null });
+    expect(byOther.details).to.deep.equal({ reason: 'test' });
+    expect(JSON.stringify(e)).to.not.include('198.51.100.77').and.not.include('0123456789abcdef01234567');
 
     // Completeness: every document of any collection that carries the member's id is in some section.
     const exported = JSON.stringify(e);
@@ -209,11 +225,21 @@ describe('GDPR export and deletion (P1; real cloud, MongoDB-compatible server, R
     expect(pending).to.have.length(1);
     expect(JSON.stringify(pending)).to.not.include(m.userId);
 
-    expect(await tc.users.privacy.retryPending()).to.deep.equal({ completed: 1, stillPending: 0 });
+    // Another request, sealed with a key this cloud no longer has: reported and left, never blocking the others.
+    const stranded = {
+      _id: 'f'.repeat(64),
+      sealed: { userId: { v: 1, kid: 'retired', iv: 'AAAAAAAAAAAAAAAA', ct: 'AA==', tag: 'A'.repeat(22) + '==' } },
+      pendingHooks: ['test.objectStore'],
+      requestedAt: new Date(),
+      completedAt: null,
+    };
+    await tc.mongo.collection('deletion_requests').insertOne(stranded as never);
+    expect(await tc.users.privacy.retryPending()).to.deep.equal({ completed: 1, stillPending: 1 });
+    await tc.mongo.collection('deletion_requests').deleteOne({ _id: stranded._id as never });
     expect(hookCalls.map((c) => c.userId)).to.deep.equal([m.userId, m.userId]);
     expect(await tc.mongo.collection('test_objects').countDocuments({ owner: m.userId })).to.equal(0);
     const done = await tc.mongo.collection('deletion_requests').findOne({ _id: pending[0]!._id });
-    expect(done).to.include({ sealedUserId: null });
+    expect(done).to.not.have.property('sealed');
     expect(done!.completedAt).to.be.instanceOf(Date);
     expect(await tc.users.privacy.retryPending()).to.deep.equal({ completed: 0, stillPending: 0 });
   });

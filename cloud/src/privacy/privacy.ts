@@ -19,13 +19,22 @@ import { Types, type Connection } from 'mongoose';
 import type { Clock } from '../../../tools/runtime/clock.ts';
 import type { Logger } from '../../../tools/runtime/logger.ts';
 import type { AuditLog } from '../audit/index.ts';
-import type { FieldCipher, SealedValue } from '../crypto/field-cipher.ts';
+import { UnreadableField, type FieldCipher, type SealedValue } from '../crypto/field-cipher.ts';
+import type { SealedCollection } from '../crypto/rotation.ts';
 import type { PrivacyRegistry } from './registry.ts';
 
 /** Collections the sweep leaves alone: the audit log is pseudonymised instead; these two hold pseudonyms only. */
 export const TOMBSTONES = 'deleted_members';
 export const DELETION_REQUESTS = 'deletion_requests';
 const SWEPT_FIELDS = ['_id', 'userId', 'memberId'] as const;
+
+/**
+ * Pending deletions keep the member's id sealed (`sealed.userId`, bound to the request's pseudonym): the key
+ * rotation job re-encrypts it with the rest, so retiring an old key never strands a deletion it cannot finish.
+ */
+export const PRIVACY_SEALED_COLLECTIONS: readonly SealedCollection[] = [
+  { collection: DELETION_REQUESTS, userIdField: '_id' },
+];
 
 export interface PrivacyAuth {
   revokeAllSessions(userId: string, reason: string): Promise<unknown>;
@@ -66,8 +75,9 @@ export interface Privacy {
 
 interface DeletionRequest {
   _id: string;
-  /** The member's id, sealed: needed by the hooks' retries, unreadable to anyone with the database alone. */
-  sealedUserId: SealedValue | null;
+  /** The member's id, sealed: needed by the hooks' retries, unreadable to anyone with the database alone. Removed
+   * once the deletion is complete. */
+  sealed?: { userId: SealedValue };
   pendingHooks: string[];
   requestedAt: Date;
   completedAt: Date | null;
@@ -159,7 +169,14 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
       .find({ $or: [{ actor: userId }, { target: userId }] } as never, { projection: { _id: 0 } })
       .sort({ at: 1 })
       .toArray();
-    out.auditEntries = audits;
+    // Entries about the member that someone else caused (an administrator's action, someone trying the member's
+    // password) name that person, their address and their browser: personal data of theirs, not the member's
+    // (GDPR Art. 15(4)). What happened, when and with what result stays.
+    out.auditEntries = audits.map((entry) => {
+      if (entry.actor === userId) return entry;
+      const { userAgent: _ua, ip: _ip, ...details } = (entry.details ?? {}) as Record<string, unknown>;
+      return { ...entry, actor: null, ip: null, ...(entry.details ? { details } : {}) };
+    });
     return out;
   }
 
@@ -187,7 +204,7 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
           { _id: pseudonym },
           {
             $set: {
-              sealedUserId: cipher.seal(userId, sealContext(pseudonym)),
+              sealed: { userId: cipher.seal(userId, sealContext(pseudonym)) },
               pendingHooks: [...registry.deletionHooks().keys()],
               requestedAt: now,
               completedAt: null,
@@ -218,7 +235,7 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
         .updateOne(
           { _id: pseudonym },
           failed.length === 0
-            ? { $set: { sealedUserId: null, pendingHooks: [], completedAt: clock.now() } }
+            ? { $set: { pendingHooks: [], completedAt: clock.now() }, $unset: { sealed: '' } }
             : { $set: { pendingHooks: failed } },
         );
       log.info({ pseudonym, pendingHooks: failed, documents, redisKeys }, 'member deleted');
@@ -230,8 +247,16 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
       const pending = await requests.find({ completedAt: null }).toArray();
       let completed = 0;
       for (const request of pending) {
-        if (!request.sealedUserId) continue;
-        const userId = cipher.open<string>(request.sealedUserId, sealContext(request._id));
+        if (!request.sealed?.userId) continue;
+        let userId: string;
+        try {
+          userId = cipher.open<string>(request.sealed.userId, sealContext(request._id));
+        } catch (err) {
+          if (!(err instanceof UnreadableField)) throw err;
+          // One request sealed under a key no longer configured must not stop every other deletion.
+          log.error({ pseudonym: request._id, kid: err.kid }, 'pending deletion cannot be opened; left pending');
+          continue;
+        }
         const failed = await runHooks(userId, request._id, request.pendingHooks);
         // Anything written for the member while the hooks were failing goes too.
         await sweepMongo(userId);
@@ -240,7 +265,7 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
           completed += 1;
           await requests.updateOne(
             { _id: request._id },
-            { $set: { sealedUserId: null, pendingHooks: [], completedAt: clock.now() } },
+            { $set: { pendingHooks: [], completedAt: clock.now() }, $unset: { sealed: '' } },
           );
           await audit.record({
             actor: null,

@@ -131,7 +131,15 @@ export function createActivityService({ models, clock }: UsersContext): Activity
       const buckets = new Map<string, SummaryBucket & { days: Set<string> }>(
         starts.map((s) => [
           isoDay(s),
-          { start: isoDay(s), events: 0, activeDays: 0, durationS: 0, byType: {}, days: new Set<string>() },
+          {
+            start: isoDay(s),
+            events: 0,
+            activeDays: 0,
+            durationS: 0,
+            // No prototype: an event type such as "constructor" is a count like any other, not Object's member.
+            byType: Object.create(null) as Record<string, number>,
+            days: new Set<string>(),
+          },
         ]),
       );
       for (const row of rows) {

@@ -3,10 +3,10 @@
  * Query parameters are plain values: `email[$regex]=…` is refused with 400 before any schema (route.ts), and the
  * email filter is a literal, escaped prefix — never a pattern from the request (RELIABILITY c8).
  */
-import { defineRoute, type RouteSpec } from '../http/route.ts';
+import { defineRoute, type RouteContext, type RouteSpec } from '../http/route.ts';
 import type { UsersAuth } from './context.ts';
 import { caller } from './routes.ts';
-import type { AdminService } from './admin.ts';
+import type { AdminService, AdminUserView } from './admin.ts';
 import * as s from './schemas.ts';
 
 const security = [{ bearer: [] }];
@@ -15,6 +15,36 @@ const tags = ['admin'];
 export function adminUserRoutes({ auth, admin }: { auth: UsersAuth; admin: AdminService }): RouteSpec[] {
   const adminOnly = auth.requireUser({ roles: ['admin'] });
   const forbidden = { 403: { description: 'Not an administrator' } };
+  /** POST /api/admin/users/:userId/{suspend,reactivate} with a reason. */
+  const statusRoute = (r: {
+    action: 'suspend' | 'reactivate';
+    summary: string;
+    description?: string;
+    done: string;
+    conflict: string;
+    change: (ctx: RouteContext, userId: string, reason: string) => Promise<AdminUserView>;
+  }) =>
+    defineRoute({
+      method: 'post',
+      path: `/api/admin/users/:userId/${r.action}`,
+      summary: r.summary,
+      ...(r.description ? { description: r.description } : {}),
+      tags,
+      security,
+      guards: [adminOnly],
+      params: s.UserIdParam,
+      body: s.StatusChange,
+      responses: {
+        200: { description: r.done, schema: s.AdminUser },
+        404: { description: 'No such user' },
+        409: { description: r.conflict },
+        ...forbidden,
+      },
+      handler: async (ctx, { params, body }) => ({
+        status: 200,
+        body: await r.change(ctx, params.userId, body.reason),
+      }),
+    });
   return [
     defineRoute({
       method: 'get',
@@ -43,46 +73,20 @@ export function adminUserRoutes({ auth, admin }: { auth: UsersAuth; admin: Admin
       },
       handler: async (_ctx, { params }) => ({ status: 200, body: await admin.get(params.userId) }),
     }),
-    defineRoute({
-      method: 'post',
-      path: '/api/admin/users/:userId/suspend',
+    statusRoute({
+      action: 'suspend',
       summary: 'Suspend an account, with the reason shown to the member (audited)',
       description: 'A suspended account can do nothing but read why (GET /api/auth/me).',
-      tags,
-      security,
-      guards: [adminOnly],
-      params: s.UserIdParam,
-      body: s.StatusChange,
-      responses: {
-        200: { description: 'Suspended', schema: s.AdminUser },
-        404: { description: 'No such user' },
-        409: { description: 'Already suspended, or the administrator’s own account' },
-        ...forbidden,
-      },
-      handler: async (ctx, { params, body }) => ({
-        status: 200,
-        body: await admin.suspend(caller(ctx), params.userId, body.reason, ctx.ip),
-      }),
+      done: 'Suspended',
+      conflict: 'Already suspended, or the administrator’s own account',
+      change: (ctx, userId, reason) => admin.suspend(caller(ctx), userId, reason, ctx.ip),
     }),
-    defineRoute({
-      method: 'post',
-      path: '/api/admin/users/:userId/reactivate',
+    statusRoute({
+      action: 'reactivate',
       summary: 'Lift a suspension (audited)',
-      tags,
-      security,
-      guards: [adminOnly],
-      params: s.UserIdParam,
-      body: s.StatusChange,
-      responses: {
-        200: { description: 'Reactivated', schema: s.AdminUser },
-        404: { description: 'No such user' },
-        409: { description: 'Not suspended' },
-        ...forbidden,
-      },
-      handler: async (ctx, { params, body }) => ({
-        status: 200,
-        body: await admin.reactivate(caller(ctx), params.userId, body.reason, ctx.ip),
-      }),
+      done: 'Reactivated',
+      conflict: 'Not suspended',
+      change: (ctx, userId, reason) => admin.reactivate(caller(ctx), userId, reason, ctx.ip),
     }),
   ];
 }

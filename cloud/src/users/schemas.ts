@@ -53,10 +53,14 @@ const text = (min: number, max: number, what: string, pattern?: { source: string
   );
 };
 
-/** One line: no control characters, not only spaces. */
+/**
+ * One line: no control characters, no bidirectional overrides or isolates (U+202A-202E, U+2066-2069: a name shown
+ * to other members must not display reversed, "Trojan Source" style), not only spaces.
+ */
+const NOT_IN_LINE = '\\x00-\\x1f\\x7f\\u202a-\\u202e\\u2066-\\u2069';
 const ONE_LINE = {
-  source: '^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$',
-  reason: 'no control characters, and not only spaces',
+  source: `^[^${NOT_IN_LINE}]*[^\\s${NOT_IN_LINE}][^${NOT_IN_LINE}]*$`,
+  reason: 'no control characters or direction overrides, and not only spaces',
 };
 /** Several lines: tabs and line breaks allowed, other control characters not. */
 const MULTI_LINE = {

@@ -103,6 +103,8 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
         [{ avatarUrl: 'javascript:alert(1)' }, 'avatarUrl'],
         [{ lastName: '   ' }, 'lastName'],
         [{ lastName: 'a\u0000b' }, 'lastName'],
+        [{ displayName: 'admin\u202egnp.exe' }, 'displayName'], // shown reversed to other members
+        [{ firstName: 'a\u2067b' }, 'firstName'],
         [{ displayName: '😀'.repeat(41) }, 'displayName'],
       ] as const) {
         const res = await api('PUT', '/api/users/profile', a.accessToken, body);
@@ -547,6 +549,18 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
       const other = await api<Summary>('GET', '/api/users/activity/summary', b.accessToken);
       expect(other.body.totals).to.include({ events: 0 });
     });
+
+    it('counts event types named like Object.prototype members as plain counts', async () => {
+      const member = await createTestAccount(tc);
+      const at = new Date().toISOString();
+      const events = ['constructor', 'constructor', 'app_open'].map((type) => ({ type, at }));
+      expect((await api('POST', '/api/users/activity', member.accessToken, { events })).status).to.equal(202);
+      type Summary = { buckets: { byType: Json }[]; totals: Json };
+      const daily = await api<Summary>('GET', '/api/users/activity/summary?period=daily', member.accessToken);
+      expect(daily.status).to.equal(200);
+      expect(daily.body.buckets.at(-1)!.byType).to.deep.equal({ constructor: 2, app_open: 1 });
+      expect(daily.body.totals).to.include({ events: 3 });
+    });
   });
 
   describe('branch memberships', () => {
@@ -741,6 +755,10 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
       let member: TestAccount;
       let written: Json;
       try {
+        // A deletion left pending (its hook fails) holds the member's id sealed with the old key.
+        before.users.privacy.registerDeletionHook('test.objectStore', () => Promise.reject(new Error('unreachable')));
+        const leaving = await createTestAccount(before);
+        expect((await call(before.url, 'DELETE', '/api/users/account', leaving.accessToken)).status).to.equal(202);
         member = await createTestAccount(before);
         for (const [day, weightKg] of [
           ['2026-03-01', 77],
@@ -767,6 +785,7 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
       expect(report.complete).to.equal(true);
       expect(report.collections.body_profiles).to.include({ rotated: 1, unreadable: 0 });
       expect(report.collections.body_metric_entries).to.include({ rotated: 2, unreadable: 0 });
+      expect(report.collections.deletion_requests).to.include({ rotated: 1, unreadable: 0 });
 
       // The old key retired: only k2 is configured.
       const after = await startTestCloud({
@@ -789,6 +808,14 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
           token,
         );
         expect(history.body.items.map((i) => i.measurements.weightKg)).to.deep.equal([76, 77]);
+        // The pending deletion completes under the new key alone.
+        const erased: string[] = [];
+        after.users.privacy.registerDeletionHook('test.objectStore', (userId) => {
+          erased.push(userId);
+          return Promise.resolve();
+        });
+        expect(await after.users.privacy.retryPending()).to.deep.equal({ completed: 1, stillPending: 0 });
+        expect(erased).to.have.length(1);
       } finally {
         await after.stop();
       }

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { expect } from 'chai';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 
@@ -8,6 +9,7 @@ import { systemClock } from '../../../tools/runtime/clock.ts';
 import { startGateway, type RunningGateway } from '../gateway.ts';
 import { createTestSite, statusOf, telemetryOf, testConfig, workoutOf, type TestSite } from '../testing/fixtures.ts';
 import { eventually } from '../testing/stand-in-cloud.ts';
+import { MAX_PENDING_PER_ADDRESS } from './broker.ts';
 import { MemoryQueue } from '../uplink/memory-queue.ts';
 import type { UplinkQueue } from '../uplink/queue.ts';
 
@@ -271,6 +273,55 @@ describe('edge gateway: local broker for machines', function () {
     const [record] = await gw.queue.peek('records', { limit: 1 });
     expect(JSON.parse(record!.json)).to.deep.include({ kind: 'status' });
     expect((JSON.parse(record!.json) as { payload: { lastWill: boolean } }).payload.lastWill).to.equal(true);
+  });
+
+  it('closes at once a connection over the per-address cap of connections without CONNECT (A5)', async () => {
+    const gw = await start();
+    const openSocket = async () => {
+      const socket = net.connect(gw.brokerPort, '127.0.0.1');
+      socket.on('error', () => undefined);
+      await new Promise((resolve) => socket.once('connect', resolve));
+      return socket;
+    };
+    const idle: net.Socket[] = [];
+    try {
+      for (let i = 0; i < MAX_PENDING_PER_ADDRESS; i++) idle.push(await openSocket());
+      const extra = await openSocket();
+      idle.push(extra);
+      // Closed by the cap, not by connectTimeout (2 s in this configuration): the others are all still open.
+      await new Promise((resolve) => extra.once('close', resolve));
+      expect(idle.slice(0, -1).every((s) => !s.destroyed && s.readyState === 'open')).to.equal(true);
+      const cut = await gw.metrics.registry.getSingleMetricAsString('gateway_mqtt_connections_cut_total');
+      expect(cut).to.match(/reason="too-many-pending"[^\n]* 1/);
+      // A closed idle socket frees its place: a machine connects, and its CONNECT frees the place it took.
+      idle.shift()!.destroy();
+      await eventually(async () => {
+        const client = await mqtt
+          .connectAsync(`mqtt://127.0.0.1:${gw.brokerPort}`, {
+            clientId: site.machines[0]!.id,
+            username: site.machines[0]!.id,
+            password: site.machines[0]!.secret,
+            reconnectPeriod: 0,
+            connectTimeout: 1_000,
+          })
+          .catch(() => undefined);
+        if (client) clients.push(client);
+        return client !== undefined;
+      }, 'a machine connected beside the idle sockets');
+      // So one more idle socket fits again, and the one after it is over the cap: once that one is closed, the
+      // broker has accepted the first (connections are accepted in order), which stays open.
+      const fits = await openSocket();
+      idle.push(fits);
+      const over = await openSocket();
+      idle.push(over);
+      await new Promise((resolve) => over.once('close', resolve));
+      expect(fits.readyState).to.equal('open');
+      expect(await gw.metrics.registry.getSingleMetricAsString('gateway_mqtt_connections_cut_total')).to.match(
+        /reason="too-many-pending"[^\n]* 2/,
+      );
+    } finally {
+      for (const s of idle) s.destroy();
+    }
   });
 
   it('cuts a connection whose packet is larger than the frame limit', async () => {

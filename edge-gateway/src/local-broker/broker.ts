@@ -16,6 +16,7 @@ import net from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { ID_MAX_LENGTH } from '../../../protocol/index.ts';
 import type { MachineId } from '../../../protocol/index.ts';
+import { createConnectionLimits } from '../../../tools/mqtt/connection-limits.ts';
 import { createFrameGuardCounters, guardMqttStream, type FrameGuardCounters } from '../../../tools/mqtt/frame-guard.ts';
 import { checkConnectIdentity } from '../../../tools/mqtt/identity.ts';
 import type { Logger } from '../../../tools/runtime/logger.ts';
@@ -29,6 +30,13 @@ import type { Intake } from './intake.ts';
 const MAX_TOPIC_LEVELS = 16;
 /** CONNACK return code 5: not authorized. */
 const NOT_AUTHORIZED = 5;
+/**
+ * Connections from one address that have not sent their CONNECT yet (RELIABILITY A5, for the gateway's broker as
+ * for the cloud's): past it a new one is closed at once, so a flood of idle sockets from one host on the gym's
+ * network cannot pile up for connectTimeout each. A machine sends its CONNECT at once; 16 leaves room for a
+ * handful of machines behind one address reconnecting together.
+ */
+export const MAX_PENDING_PER_ADDRESS = 16;
 
 export interface LocalBrokerOptions {
   readonly config: LocalBrokerConfig;
@@ -54,6 +62,15 @@ export function createLocalBroker({ config, machines, intake, metrics, log }: Lo
   const branch = machines.branch;
   const authenticated = new WeakMap<Client, MachineId>();
   const frameCounters = createFrameGuardCounters();
+  // Pending (no CONNECT yet) connections per address; no CONNECT rate limit here (machines are provisioned).
+  const limits = createConnectionLimits({ maxPendingPerIp: MAX_PENDING_PER_ADDRESS, connectsPerWindow: 0, windowS: 1 });
+  const pendingAddress = new WeakMap<object, string>();
+  const releasePending = (stream: object) => {
+    const address = pendingAddress.get(stream);
+    if (address === undefined) return;
+    pendingAddress.delete(stream);
+    limits.release(address);
+  };
   let aedes: Aedes | undefined;
   let server: net.Server | undefined;
   let port = 0;
@@ -129,6 +146,11 @@ export function createLocalBroker({ config, machines, intake, metrics, log }: Lo
   return {
     async start() {
       const broker = await Aedes.createBroker({
+        // The CONNECT arrived: this connection no longer counts as pending for its address.
+        preConnect: (client, _packet, callback) => {
+          releasePending(client.conn);
+          callback(null, true);
+        },
         connectTimeout: config.connectTimeoutMs,
         maxTopicLevels: MAX_TOPIC_LEVELS,
         maxClientsIdLength: ID_MAX_LENGTH,
@@ -147,16 +169,23 @@ export function createLocalBroker({ config, machines, intake, metrics, log }: Lo
       });
       const srv = net.createServer({ noDelay: true }, (socket) => {
         socket.on('error', () => undefined);
-        broker.handle(
-          guardMqttStream(socket, {
-            maxPacketBytes: config.maxPacketBytes,
-            counters: frameCounters,
-            onRefused: (reason, detail) => {
-              metrics.framesRefused.inc({ reason });
-              log.warn({ reason, remote: socket.remoteAddress, ...detail }, 'machine connection cut by frame guard');
-            },
-          }),
-        );
+        const address = socket.remoteAddress ?? 'unknown';
+        if (!limits.admit(address)) {
+          metrics.framesRefused.inc({ reason: 'too-many-pending' });
+          socket.destroy();
+          return;
+        }
+        const guarded = guardMqttStream(socket, {
+          maxPacketBytes: config.maxPacketBytes,
+          counters: frameCounters,
+          onRefused: (reason, detail) => {
+            metrics.framesRefused.inc({ reason });
+            log.warn({ reason, remote: socket.remoteAddress, ...detail }, 'machine connection cut by frame guard');
+          },
+        });
+        pendingAddress.set(guarded, address);
+        guarded.once('close', () => releasePending(guarded));
+        broker.handle(guarded);
       });
       server = srv;
       srv.listen(config.port, config.host);

@@ -40,6 +40,11 @@ describe('edge gateway: rejected list', () => {
     const last = list.entries().at(-1)!;
     expect(last).to.deep.include({ bytes: MAX_KEPT_PAYLOAD_BYTES + 10, truncated: true });
     expect(last.payload).to.have.length(MAX_KEPT_PAYLOAD_BYTES);
+    // A buffer of its own: a view into the received payload would keep all 64 KiB of it alive per entry.
+    expect(last.payload!.buffer.byteLength).to.equal(MAX_KEPT_PAYLOAD_BYTES);
+    expect(last.payload!.buffer).to.not.equal(big.buffer);
+    big.fill(0x62);
+    expect(last.payload!.every((b) => b === 0x61)).to.equal(true);
     expect(JSON.stringify(lines)).to.not.include('aaaa');
     const none = createRejectedList({ keep: 0, log, nowMs: () => 1 });
     none.add({ origin: 'machine', reason: 'invalid' });

@@ -92,18 +92,13 @@ export function createRejectedList({ keep, log, nowMs, onRejected }: RejectedLis
 
   return {
     add(input) {
-      const raw = input.payload === undefined ? undefined : Buffer.from(input.payload);
+      const raw = input.payload === undefined ? undefined : keptBytes(input.payload);
       const { payload: _payload, bytes: givenBytes, ...rest } = input;
       const entry: RejectedEntry = {
         ...rest,
         at: nowMs(),
-        bytes: givenBytes ?? raw?.length ?? 0,
-        ...(raw === undefined
-          ? {}
-          : {
-              payload: raw.length > MAX_KEPT_PAYLOAD_BYTES ? raw.subarray(0, MAX_KEPT_PAYLOAD_BYTES) : raw,
-              truncated: raw.length > MAX_KEPT_PAYLOAD_BYTES,
-            }),
+        bytes: givenBytes ?? raw?.received ?? 0,
+        ...(raw === undefined ? {} : { payload: raw.kept, truncated: raw.received > MAX_KEPT_PAYLOAD_BYTES }),
       };
       total += 1;
       const key = `${entry.origin}:${entry.reason}`;
@@ -121,4 +116,16 @@ export function createRejectedList({ keep, log, nowMs, onRejected }: RejectedLis
       return total;
     },
   };
+}
+
+/**
+ * The first MAX_KEPT_PAYLOAD_BYTES of a payload, in a buffer of their own: a slice of the received buffer would
+ * keep all of it alive (a 64 KiB payload per entry, `keep` entries), and the received buffer may be a view into a
+ * larger one.
+ */
+function keptBytes(payload: Uint8Array | string): { kept: Buffer; received: number } {
+  const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const kept = Buffer.alloc(Math.min(bytes.length, MAX_KEPT_PAYLOAD_BYTES));
+  kept.set(bytes.subarray(0, kept.length));
+  return { kept, received: bytes.length };
 }

@@ -15,6 +15,7 @@ import { createLogger } from '../../../tools/runtime/logger.ts';
 import { startGateway, type RunningGateway } from '../gateway.ts';
 import { createTestSite, recordOf, testConfig, workoutOf, type TestSite } from '../testing/fixtures.ts';
 import { startTcpProxy } from '../testing/tcp-proxy.ts';
+import { MemoryQueue } from './memory-queue.ts';
 import {
   ackAll,
   eventually,
@@ -257,6 +258,38 @@ describe('edge gateway: forwarder to the cloud', function () {
     gw.forwarder.wake();
     await eventually(() => gw.queue.stats().depth === 0, 'moved aside');
     expect(gw.rejected.counts()['cloud:unreadable']).to.equal(1);
+  });
+
+  it('sends records again when deleting them after an ack failed, instead of stranding them behind the cursor', async () => {
+    // A queue whose first delete fails (a disk error in the durable queue): the acked records are still queued.
+    class FlakyDeleteQueue extends MemoryQueue {
+      failures = 1;
+      override deleteBySeq(seqs: Iterable<number>): Promise<number> {
+        if (this.failures > 0) {
+          this.failures -= 1;
+          return Promise.reject(new Error('injected delete failure'));
+        }
+        return super.deleteBySeq(seqs);
+      }
+    }
+    const queue = new FlakyDeleteQueue({ capRecords: 1_000, capBytes: 1 << 20 });
+    gateway = await startGateway({
+      config: testConfig(site, cloud.url, { ackTimeoutMs: 60_000 }),
+      log,
+      clock: systemClock,
+      defaultMetrics: false,
+      queue,
+    });
+    const m = site.machines[0]!;
+    const records = Array.from({ length: 3 }, (_, i) => recordOf.workout(m.id, i));
+    for (const r of records) await queue.append(r, Date.now());
+    gateway.forwarder.wake();
+    // Without the fix the three records stay queued forever: out of flight, below the cursor, never sent again.
+    await eventually(() => queue.stats().depth === 0, 'deleted after a second round');
+    expect(queue.failures).to.equal(0);
+    expect(cloud.received.length).to.equal(2);
+    expect(msgIdsOf([cloud.received[1]!])).to.deep.equal(records.map((r) => r.payload.msgId));
+    expect(gateway.forwarder.status().inFlight.records).to.deep.equal({ batches: 0, records: 0 });
   });
 
   it('sets aside a record too large for any batch instead of stalling its lane', async () => {

@@ -6,9 +6,10 @@
  *
  * - Batches: protocol `UplinkBatch`, at most MAX_BATCH_RECORDS records and MAX_BATCH_BYTES bytes, of one lane,
  *   on `gw/{gateway}/up/{lane}`. Lanes are filled in protocol order, access first.
- * - A bounded in-flight window per lane (`windowBatches`); the telemetry lane has one batch in flight at most,
- *   because the cloud's telemetry buckets ignore a seq at or below the highest they hold, so a later batch landing
- *   first would turn an earlier one into a no-op.
+ * - A bounded in-flight window per lane (`windowBatches`); the telemetry lane has one batch in flight at most, so
+ *   the bulk lane cannot crowd access and records out of the link while a backlog drains. Order is not the reason:
+ *   the cloud keys each sample in its bucket by `(bootId, seq)` (cloud/src/ingest/store.ts), so batches landing
+ *   in any order, or twice, store every sample once.
  * - A batch is resent unchanged (same batchId, same bytes) after every reconnect and whenever its ack is overdue;
  *   the cloud's writes are idempotent by msgId. Records an ack names in neither list return to the queue and go
  *   into a new batch; a batch the cloud could not read at all (`error`) moves to the rejected list.
@@ -478,57 +479,68 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
 
   async function settle(batch: Batch, ack: UplinkAck): Promise<void> {
     const state = lanes[batch.lane];
+    // Out of the window at once, so a second ack for this batch (after a resend) finds nothing to settle. Its
+    // records stay marked in flight (`state.seqs`) until the queue has deleted them: a pump running while the
+    // delete is awaited must not put them into another batch.
     state.batches.delete(batch.batchId);
-    for (const r of batch.records) state.seqs.delete(r.seq);
     metrics.uplinkInFlightBatches.set({ lane: batch.lane }, state.batches.size);
     metrics.uplinkAckSeconds.observe({ lane: batch.lane }, (nowMs() - batch.firstSentAtMs) / 1000);
 
+    const done: QueueSeq[] = [];
+    let lowestReturned: QueueSeq | undefined;
     if (ack.error !== undefined) {
       // The cloud could not read the batch at all: resending it would fail forever. Keep its records locally.
       metrics.uplinkAcks.inc({ result: 'batch-error' });
       for (const r of batch.records) {
         rejected.add({ origin: 'cloud', reason: ack.error, msgId: r.msgId, source: r.source });
+        done.push(r.seq);
       }
       metrics.uplinkRecordsRejected.inc({ lane: batch.lane }, batch.records.length);
-      await queue.deleteBySeq(batch.records.map((r) => r.seq));
-      return;
+    } else {
+      metrics.uplinkAcks.inc({ result: 'batch' });
+      const acked = new Set<string>(ack.acked);
+      const refusedAt = new Map(ack.rejected.map((r) => [r.index, r]));
+      let ackedCount = 0;
+      batch.records.forEach((r, index) => {
+        const refusal = refusedAt.get(index);
+        if (refusal !== undefined) {
+          rejected.add({
+            origin: 'cloud',
+            reason: refusal.reason,
+            msgId: r.msgId,
+            source: r.source,
+            ...(refusal.path === undefined ? {} : { path: refusal.path }),
+          });
+          done.push(r.seq);
+        } else if (acked.has(r.msgId)) {
+          ackedCount += 1;
+          done.push(r.seq);
+        } else if (lowestReturned === undefined || r.seq < lowestReturned) {
+          lowestReturned = r.seq;
+        }
+      });
+      metrics.uplinkRecordsAcked.inc({ lane: batch.lane }, ackedCount);
+      if (refusedAt.size > 0) metrics.uplinkRecordsRejected.inc({ lane: batch.lane }, done.length - ackedCount);
+      if (lowestReturned !== undefined) {
+        // Named in neither list: back to the lane, into a new batch with a new batchId.
+        log.warn(
+          { batchId: batch.batchId, returned: batch.records.length - done.length },
+          'ack left records unanswered: they go into a new batch',
+        );
+      }
     }
 
-    metrics.uplinkAcks.inc({ result: 'batch' });
-    const acked = new Set<string>(ack.acked);
-    const refusedAt = new Map(ack.rejected.map((r) => [r.index, r]));
-    const done: QueueSeq[] = [];
-    let ackedCount = 0;
-    let lowestReturned: QueueSeq | undefined;
-    batch.records.forEach((r, index) => {
-      const refusal = refusedAt.get(index);
-      if (refusal !== undefined) {
-        rejected.add({
-          origin: 'cloud',
-          reason: refusal.reason,
-          msgId: r.msgId,
-          source: r.source,
-          ...(refusal.path === undefined ? {} : { path: refusal.path }),
-        });
-        done.push(r.seq);
-      } else if (acked.has(r.msgId)) {
-        ackedCount += 1;
-        done.push(r.seq);
-      } else if (lowestReturned === undefined || r.seq < lowestReturned) {
-        lowestReturned = r.seq;
-      }
-    });
-    metrics.uplinkRecordsAcked.inc({ lane: batch.lane }, ackedCount);
-    if (refusedAt.size > 0) metrics.uplinkRecordsRejected.inc({ lane: batch.lane }, done.length - ackedCount);
-    if (lowestReturned !== undefined) {
-      // Named in neither list: back to the lane, into a new batch with a new batchId.
-      state.cursor = Math.min(state.cursor, lowestReturned - 1);
-      log.warn(
-        { batchId: batch.batchId, returned: batch.records.length - done.length },
-        'ack left records unanswered: they go into a new batch',
-      );
+    try {
+      await queue.deleteBySeq(done);
+    } catch (err) {
+      // Still queued: send them again (the cloud's writes are idempotent) rather than leave them behind the
+      // cursor, where nothing would ever send or delete them until a restart.
+      for (const seq of done) if (lowestReturned === undefined || seq < lowestReturned) lowestReturned = seq;
+      throw err;
+    } finally {
+      for (const r of batch.records) state.seqs.delete(r.seq);
+      if (lowestReturned !== undefined) state.cursor = Math.min(state.cursor, lowestReturned - 1);
     }
-    await queue.deleteBySeq(done);
   }
 
   // ------------------------------------------------------------------------------------------------------------

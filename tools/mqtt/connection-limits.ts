@@ -1,5 +1,6 @@
 /**
- * Per-address limits in front of authentication (RELIABILITY A5, C7):
+ * Per-address limits in front of authentication (RELIABILITY A5, C7), for both brokers (the cloud's and the edge
+ * gateway's):
  * - connections that have not sent their CONNECT yet, counted per address at accept: past the cap, a new one is
  *   closed at once (the rest are closed by Aedes' connectTimeout), so idle sockets cannot pile up;
  * - CONNECTs per address per window, checked in preConnect, before the secret is looked up.
