@@ -4,7 +4,8 @@ import { pino } from 'pino';
 import { systemClock } from '../../tools/runtime/clock.ts';
 import { findFreePort, startRedis, type RunningService } from '../../tools/services/index.ts';
 import { testServices, uniqueDbName } from '../../test/helpers/services.ts';
-import { startCloud, type RunningCloud } from './cloud.ts';
+import { PENDING_DELETIONS_JOB, startCloud, type RunningCloud } from './cloud.ts';
+import { JOBS_COLLECTION } from './jobs/jobs.ts';
 import { loadCloudConfig } from './config.ts';
 
 const silent = pino({ level: 'silent' });
@@ -52,6 +53,11 @@ describe('cloud process (real MongoDB-compatible server and Redis)', function ()
       expect(body.checks.mongo).to.include({ status: 'up' });
       expect(body.checks.redis).to.include({ status: 'up' });
       expect(body.checks.mongo!.latencyMs).to.be.a('number').and.be.at.least(0);
+    });
+
+    it('schedules the job that finishes pending GDPR deletions', async () => {
+      const job = await cloud.mongo.collection(JOBS_COLLECTION).findOne({ name: PENDING_DELETIONS_JOB });
+      expect(job).to.include({ repeatInterval: 15 * 60_000 });
     });
 
     it('really writes to MongoDB and Redis through its connections', async () => {

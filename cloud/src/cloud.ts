@@ -29,7 +29,11 @@ import { metricsRoutes } from './metrics/routes.ts';
 import { createErrorReporter, type ErrorReporter } from './observability/sentry.ts';
 import { apiRateLimit } from './ratelimit/api-limit.ts';
 import { createUsers, type Users } from './users/index.ts';
+import { createErasureCheck } from './privacy/index.ts';
 import { version } from './version.ts';
+
+/** The job that finishes GDPR deletions left pending by a failed deletion hook. */
+export const PENDING_DELETIONS_JOB = 'privacy:retry-pending-deletions';
 
 export interface RunningCloud {
   url: string;
@@ -93,6 +97,7 @@ export async function startCloud({
     });
     opened.push(() => broker.close());
     health.add(broker.healthCheck());
+    const cipher = createFieldCipher(await loadKeyring(config.crypto, { log: log.child({ module: 'crypto' }) }));
     const ingest = await startIngest({
       aedes: broker.aedes,
       mongo,
@@ -103,6 +108,7 @@ export async function startCloud({
       config: config.ingest,
       telemetryRetentionDays: config.jobs.telemetryRetentionDays,
       machines: machineDirectory(createIdentityStore(mongo)),
+      erasedMembers: createErasureCheck({ mongo, cipher }),
     });
     opened.push(() => ingest.stop());
     const jobs = await startJobs({
@@ -123,7 +129,6 @@ export async function startCloud({
       log: log.child({ module: 'auth' }),
     });
     opened.push(() => auth.close());
-    const cipher = createFieldCipher(await loadKeyring(config.crypto, { log: log.child({ module: 'crypto' }) }));
     const users = await createUsers({
       mongo,
       redis,
@@ -133,6 +138,11 @@ export async function startCloud({
       cipher,
       clock,
       log: log.child({ module: 'users' }),
+    });
+    // A deletion whose hook failed stays pending (202); this finishes it once the hook's dependency is back.
+    await jobs.repeat(PENDING_DELETIONS_JOB, 15, async () => {
+      const { completed, stillPending } = await users.privacy.retryPending();
+      if (completed + stillPending > 0) log.info({ completed, stillPending }, 'pending GDPR deletions retried');
     });
     const appTokens = await createAppTokens({
       auth,

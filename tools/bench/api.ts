@@ -308,7 +308,7 @@ try {
   }
 
   bars.stop();
-  for (const [what, answer] of firstRefusals) notes.push(`first refusal of ${what}: ${answer}`);
+  for (const [what, answer] of firstRefusals) notes.push(`first answer ${what}: ${answer}`);
   process.stdout.write(`\n${printTable(rows)}\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
   if (opts.write) {
     const file = path.join(root, 'docs', 'benchmarks.md');

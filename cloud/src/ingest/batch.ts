@@ -60,6 +60,11 @@ export interface BatchDeps {
   ackDelayMs?: number;
   /** Checks that machine records come from this gateway's own machines; without it they are not checked. */
   sources?: SourceCheck;
+  /**
+   * Erased members (GDPR): a record naming one — a workout or scan a gateway buffered while offline — is stored
+   * without the member (no userId, no sessionId) rather than resurrect them.
+   */
+  erasedMembers?: { isDeleted(userId: string): Promise<boolean> };
 }
 
 /** A record that passed every check, with its position in the batch. */
@@ -133,7 +138,19 @@ export async function processBatch(batch: ReceivedBatch, deps: BatchDeps): Promi
     });
     if (!read) return 'write-failed';
   }
-  const { accepted, refused } = checkRecords(batch, parsed.records, deps, foreign);
+  const checked = checkRecords(batch, parsed.records, deps, foreign);
+  const { refused } = checked;
+  let accepted = checked.accepted;
+  if (deps.erasedMembers) {
+    const erased = deps.erasedMembers;
+    let anonymised: AcceptedRecord[] | undefined;
+    // Like the source check, the tombstones are in MongoDB: unreadable means no write and no ack (resent later).
+    const read = await write(batch, deps, async () => {
+      anonymised = await withoutErasedMembers(accepted, erased);
+    });
+    if (!read || !anonymised) return 'write-failed';
+    accepted = anonymised;
+  }
 
   if (parsed.live) {
     // A live snapshot: live state only, never stored, never acked (the same records also travel through the queue).
@@ -215,6 +232,39 @@ export async function processBatch(batch: ReceivedBatch, deps: BatchDeps): Promi
   await sendAck(batch, deps, { batchId: parsed.batchId, acked, rejected });
   await deps.applyLive(batch.branch, batch.gateway, storedRecords);
   return 'acked';
+}
+
+/** The records, with every reference to an erased member removed (one tombstone lookup per distinct member). */
+async function withoutErasedMembers(
+  accepted: readonly AcceptedRecord[],
+  erased: { isDeleted(userId: string): Promise<boolean> },
+): Promise<AcceptedRecord[]> {
+  const memberOf = (a: AcceptedRecord): string | undefined => {
+    const userId = (a.record.payload as { userId?: unknown }).userId;
+    return typeof userId === 'string' ? userId : undefined;
+  };
+  const members = [...new Set(accepted.flatMap((a) => memberOf(a) ?? []))];
+  if (members.length === 0) return [...accepted];
+  const gone = new Set<string>();
+  await Promise.all(
+    members.map(async (userId) => {
+      if (await erased.isDeleted(userId)) gone.add(userId);
+    }),
+  );
+  if (gone.size === 0) return [...accepted];
+  return accepted.map((a) => {
+    const member = memberOf(a);
+    if (member === undefined || !gone.has(member)) return a;
+    const {
+      userId: _userId,
+      sessionId: _sessionId,
+      ...payload
+    } = a.record.payload as typeof a.record.payload & {
+      userId?: string;
+      sessionId?: string;
+    };
+    return { ...a, record: { ...a.record, payload } as UplinkRecord };
+  });
 }
 
 /** Lane, source and age checks on the records that parsed; the parse failures come along as refusals. */

@@ -45,6 +45,8 @@ export interface IngestOptions {
    * Without it, machine sources are not checked (the gateway-sourced kinds always are).
    */
   machines?: MachineDirectory;
+  /** Erased members (cloud/src/privacy): records naming one are stored without the member. */
+  erasedMembers?: { isDeleted(userId: string): Promise<boolean> };
   /** How long a full queue holds the broker before dropping a batch unanswered (default 2 s). */
   holdMs?: number;
   /** How long stop() waits for batches being written (default 10 s). */
@@ -91,6 +93,7 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
           clock,
           ...(config.ackDelayMs ? { ackDelayMs: config.ackDelayMs } : {}),
           ...(sources ? { sources } : {}),
+          ...(options.erasedMembers ? { erasedMembers: options.erasedMembers } : {}),
           ...(options.telemetryRetentionDays === undefined
             ? {}
             : { telemetryMaxAgeMs: options.telemetryRetentionDays * DAY_MS }),

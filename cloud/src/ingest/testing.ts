@@ -22,7 +22,7 @@ import type {
   UplinkRecord,
 } from '../../../protocol/index.ts';
 import type { IngestConfig } from './config.ts';
-import { startIngest, type Ingest } from './ingest.ts';
+import { startIngest, type Ingest, type IngestOptions } from './ingest.ts';
 
 export const T0 = Date.UTC(2026, 10, 24, 19, 40, 0);
 
@@ -40,12 +40,14 @@ export async function startIngestFixture({
   clock,
   config = {},
   telemetryRetentionDays,
+  erasedMembers,
 }: {
   mongo: Connection;
   redis: Redis;
   clock: Clock;
   config?: Partial<IngestConfig>;
   telemetryRetentionDays?: number;
+  erasedMembers?: IngestOptions['erasedMembers'];
 }): Promise<IngestFixture> {
   const aedes = await Aedes.createBroker();
   const server = net.createServer((socket) => aedes.handle(socket));
@@ -62,6 +64,7 @@ export async function startIngestFixture({
     metrics: { registry },
     config: { concurrency: 4, maxQueuedBatches: 64, writeTimeoutMs: 5_000, ...config },
     ...(telemetryRetentionDays === undefined ? {} : { telemetryRetentionDays }),
+    ...(erasedMembers === undefined ? {} : { erasedMembers }),
   });
   return {
     aedes,

@@ -131,6 +131,22 @@ describe('scheduled jobs: telemetry and dead-letter retention (agenda on the Mon
       expect(result).to.include({ telemetryBuckets: 2, deadLetters: 2 });
       expect(await remaining()).to.deep.equal({ buckets: [2], letters: ['gw:b:2'] });
     });
+
+    it("schedules another domain's repeating job, runs it, and keeps going after a failed run", async () => {
+      let runs = 0;
+      await jobs.repeat('test:repeat', 15, () => {
+        runs += 1;
+        return runs === 1 ? Promise.reject(new Error('dependency down')) : Promise.resolve();
+      });
+      const scheduled = await mongo.db!.collection(JOBS_COLLECTION).findOne({ name: 'test:repeat', type: 'single' });
+      expect(scheduled).to.include({ repeatInterval: 15 * 60_000 });
+      for (const outcome of ['fail', 'success']) {
+        const done = new Promise((resolve) => jobs.agenda.once(`${outcome}:test:repeat`, resolve));
+        await jobs.agenda.now('test:repeat');
+        await done;
+      }
+      expect(runs).to.equal(2);
+    });
   });
 
   it('fails to start with a clear error, and no unhandled rejection, when MongoDB cannot be reached', async () => {

@@ -21,6 +21,11 @@ export const JOBS_COLLECTION = 'agenda_jobs';
 
 export interface Jobs {
   readonly agenda: Agenda;
+  /**
+   * Defines a repeating job of another domain (e.g. finishing pending GDPR deletions) and schedules it every
+   * `everyMinutes`, keeping an existing schedule across restarts. A failed run is logged; it runs again next time.
+   */
+  repeat(name: string, everyMinutes: number, run: () => Promise<void>): Promise<void>;
   /** Runs the retention job now through agenda and resolves when it finished (rejects if it failed). */
   runRetentionNow(timeoutMs?: number): Promise<RetentionResult>;
   /** Stops taking jobs (running ones are unlocked for another node) and closes agenda's connection. */
@@ -116,6 +121,13 @@ export async function startJobs({
 
   return {
     agenda,
+    async repeat(name, everyMinutes, run) {
+      agenda.define(name, run);
+      agenda.on(`fail:${name}`, (err: Error) =>
+        log.warn({ job: name, err: { name: err.name, message: err.message } }, 'job failed; it runs again next time'),
+      );
+      await scheduleEvery(agenda, client.db().collection(JOBS_COLLECTION), name, everyMinutes);
+    },
     async runRetentionNow(timeoutMs = 30_000) {
       let timer: NodeJS.Timeout | undefined;
       let onComplete: (() => void) | undefined;

@@ -1,9 +1,11 @@
 export {
+  createErasureCheck,
   createPrivacy,
   DELETION_REQUESTS,
   PRIVACY_SEALED_COLLECTIONS,
   TOMBSTONES,
   type DeletionOutcome,
+  type ErasureCheck,
   type Privacy,
   type PrivacyAuth,
   type PrivacyOptions,

@@ -86,9 +86,28 @@ interface DeletionRequest {
 /** Redis glob metacharacters in a value used inside a MATCH pattern. */
 const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&');
 
+/** Whether a member was erased: what ingest asks before it stores a record naming a member. */
+export interface ErasureCheck {
+  isDeleted(userId: string): Promise<boolean>;
+}
+
+/**
+ * The tombstone lookup on its own, so parts built before the users domain (ingest) can refuse to resurrect an
+ * erased member from records a gateway buffered offline.
+ */
+export function createErasureCheck({ mongo, cipher }: { mongo: Connection; cipher: FieldCipher }): ErasureCheck {
+  return {
+    async isDeleted(userId) {
+      const tombstones = mongo.db!.collection(TOMBSTONES);
+      return (await tombstones.countDocuments({ _id: cipher.pseudonym(userId) } as never)) > 0;
+    },
+  };
+}
+
 export function createPrivacy(options: PrivacyOptions): Privacy {
   const { mongo, redis, redisKeyPrefix, cipher, audit, auditCollection, auth, registry, clock, log } = options;
   const db = () => mongo.db!;
+  const erasure = createErasureCheck({ mongo, cipher });
   const sealContext = (pseudonym: string) => ({ collection: DELETION_REQUESTS, userId: pseudonym, field: 'userId' });
 
   async function runHooks(userId: string, pseudonym: string, names: readonly string[]): Promise<string[]> {
@@ -184,13 +203,7 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
     pseudonym: (userId) => cipher.pseudonym(userId),
     exportUser,
 
-    async isDeleted(userId) {
-      return (
-        (await db()
-          .collection(TOMBSTONES)
-          .countDocuments({ _id: cipher.pseudonym(userId) } as never)) > 0
-      );
-    },
+    isDeleted: (userId) => erasure.isDeleted(userId),
 
     async deleteUser(userId, { email }) {
       const pseudonym = cipher.pseudonym(userId);

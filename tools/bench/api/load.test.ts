@@ -95,7 +95,7 @@ describe('bench:api load generation', function () {
       const result = await closedLoop({ name: 'fail', connections, durationS: 0.3, send: getRequest('/fail') });
       expect(result.statuses['5xx']).to.equal(result.completed);
       expect(result.completed).to.be.greaterThan(2);
-      expect(firstRefusals.get('GET /fail')).to.match(/^503 /);
+      expect(firstRefusals.get('GET /fail → 503')).to.equal('{"status":503}');
     } finally {
       await connections.close();
       await srv.close();

@@ -69,15 +69,16 @@ export async function createBenchAccounts(
   return made;
 }
 
-/** The first non-2xx answer of each scenario, for the report: a failure should say what it was. */
+/** The first answer of each request kind and refusal status, for the report: a failure should say what it was. */
 export const firstRefusals = new Map<string, string>();
 
 async function finish(
   what: string,
   response: { statusCode: number; body: { dump(): Promise<void>; text(): Promise<string> } },
 ): Promise<Outcome> {
-  if (response.statusCode >= 400 && !firstRefusals.has(what)) {
-    firstRefusals.set(what, `${response.statusCode} ${(await response.body.text()).slice(0, 200)}`);
+  const key = `${what} → ${response.statusCode}`;
+  if (response.statusCode >= 400 && !firstRefusals.has(key)) {
+    firstRefusals.set(key, (await response.body.text()).slice(0, 200));
   } else {
     await response.body.dump();
   }
