@@ -50,6 +50,7 @@ const program = new Command()
     4,
   )
   .option('--login-rate <n>', 'logins per second of the sustainable-rate run', (v) => Number(v), 40)
+  .option('--ceiling-duration <s>', 'seconds of the login-ceiling run', (v) => Number(v), 5)
   .option('--flood-rate <n>', 'bad logins per second of the flood', (v) => Number(v), 500)
   .option('--flood-duration <s>', 'seconds of the flood', (v) => Number(v), 15)
   .option('--pin', 'servers on core 0, the generator on core 1 (confines argon2 to one core too)', false)
@@ -228,7 +229,7 @@ try {
       ceiling = await closedLoop({
         name: 'POST /api/auth/login (ceiling)',
         connections: ceilingConns,
-        durationS: 5,
+        durationS: opts.ceilingDuration,
         send: login,
         onProgress: progress('login ceiling'),
         serverPid: stack.cloudPid,

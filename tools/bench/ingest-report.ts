@@ -74,7 +74,7 @@ export function stepRows(steps: readonly StepResult[]): string[][] {
     `${s.missing}${s.notAcked ? ` (+${s.notAcked} unacked)` : ''}`,
     PROCS.map((p) => fmt(s.cpuUsPerMsg[p])).join(' / '),
     PROCS.map((p) => fmt(s.cpuPct[p])).join(' / '),
-    s.passed ? 'ok' : s.drained ? (s.missing ? 'lost' : 'p99 > 1 s') : 'not drained',
+    s.passed ? 'ok' : s.drained ? (s.missing ? 'lost' : 'p99 > 1 s') : 'backlog not drained in 5 s',
   ]);
 }
 
@@ -86,7 +86,7 @@ export const STEP_HEAD = [
   'p99 records / telemetry ms',
   'PUBACK p99 ms',
   'mean ms: gateway append / batch sent→ack / cloud receipt→ack',
-  'lost',
+  'acked, not in MongoDB at the end',
   `CPU µs/msg (${PROCS.join(' / ')})`,
   'CPU % of a core',
   'result',
@@ -127,12 +127,18 @@ export function summarize(steps: readonly StepResult[], b: Baselines): Summary {
   const halfKnee = [...passed].reverse().find((s) => s.offeredPerS <= knee.offeredPerS / 2);
   const ceiling = b.telemetry?.perSecond;
   const insertCeiling = b.records?.perSecond;
+  // A queue that grows is a symptom: it drains one batch per ack round trip, so say what that round trip is made of.
+  const cause = stage.startsWith('gateway: waiting')
+    ? ` — the queue drains one batch per ack round trip (telemetry: one batch in flight), and a batch took ` +
+      `${fmt(failing.stagesMs.uplinkAck)} ms from sent to ack, ${fmt(failing.stagesMs.cloudAck)} ms of it in the ` +
+      `cloud from receipt to ack (MongoDB writes)`
+    : '';
   return {
     knee,
     ...(insertCeiling ? { insertRatio: knee.persistedPerS / insertCeiling } : {}),
     limiter:
       `${stage}, ${fmt(stageMs)} ms of the ${fmt(failing.p50Ms)} ms median at ${fmt(failing.offeredPerS)} msg/s ` +
-      `offered; busiest process ${busiest} (${failing.cpuPct[busiest]} % of a core)`,
+      `offered${cause}; busiest process ${busiest} (${failing.cpuPct[busiest]} % of a core)`,
     ...(ceiling ? { ratio: knee.persistedPerS / ceiling } : {}),
     ...(halfKnee ? { halfKnee } : {}),
   };

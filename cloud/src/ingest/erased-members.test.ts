@@ -55,9 +55,7 @@ describe('ingest: records naming an erased member (real tombstones in MongoDB)',
     expect(ack.acked).to.have.length(2);
 
     const workouts = mongo.db!.collection(RECORD_COLLECTIONS.workout);
-    const [ofErased, ofKept] = await Promise.all(
-      records.map((r) => workouts.findOne({ _id: r.payload.msgId as never })),
-    );
+    const [ofErased, ofKept] = await Promise.all(records.map((r) => workouts.findOne({ _id: r.payload.msgId })));
     expect(ofErased).to.include({ source: 'row-09', distanceM: 250 });
     expect(ofErased).to.not.have.any.keys('userId', 'sessionId');
     expect(ofKept).to.include({ userId: kept, sessionId: `s-${kept}` });
