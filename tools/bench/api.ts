@@ -106,15 +106,15 @@ try {
 
   const pidOf = (origin: string) => (origin === stack.bareUrl ? stack.barePid : stack.cloudPid);
 
-  /** Before each scenario: wait (≤ 20 s) until the cloud answers quickly again, so one's backlog is not the next's. */
+  /** Before each scenario: wait (≤ 10 s) until the cloud answers quickly again, so one's backlog is not the next's. */
   async function settle(): Promise<void> {
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 10_000;
     let quick = 0;
     while (quick < 3 && Date.now() < deadline) {
       const began = performance.now();
       const res = await fetch(`${stack.cloudUrl}/health/live`).catch(() => undefined);
       await res?.arrayBuffer();
-      quick = res?.ok && performance.now() - began < 20 ? quick + 1 : 0;
+      quick = res?.ok && performance.now() - began < 50 ? quick + 1 : 0;
       await delay(100);
     }
   }

@@ -129,7 +129,10 @@ export async function runEndToEnd(options: E2eOptions): Promise<E2eResult> {
         MQTT_TCP_PORT: '0',
         MQTT_TLS_PORT: '0',
         MQTT_DATA_DIR: path.join(dir, 'mqtt'),
+        // Everything the cloud would write under ./data goes to this run's temporary directory.
         AUTH_DEV_KEY_DIR: path.join(dir, 'keys'),
+        DEV_KEYS_FILE: path.join(dir, 'dev-keys.json'),
+        MAIL_DIR: path.join(dir, 'mail'),
       },
     });
     cleanups.push(() => cloud.stop());

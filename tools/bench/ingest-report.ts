@@ -201,7 +201,7 @@ and against Mosquitto (\`max_inflight_messages 0\`), broker pinned to core 0 and
 PUBACK ledger, sessions 20× faster so workouts, statuses and events flow too) → edge gateway → cloud broker over
 TLS → ingest → MongoDB stand-in, all co-located on the 2 cores as \`npm start\` runs them, at rising rates until
 p99 (source \`ts\` → found in MongoDB by a 100 ms poll; the first 2 s of each step, when all machines connect and
-send their meta and status, are checked for loss but not timed) passes 1 s or an acknowledged record is missing. CPU per
+send their meta and status, are checked for loss but not timed) passes 1 s, an acknowledged record is missing, or the backlog does not drain within 5 s after the load. CPU per
 message is each process's user+system time (/proc/<pid>/stat) over the step ÷ messages persisted; the stage means
 come from the gateway's and the cloud's own histograms. Targets (issue 4): end to end ≥ 0.7× the database's own
 ceiling, p99 ≤ 50 ms at half the knee. Each run below is appended by the bench.`;

@@ -258,7 +258,7 @@ async function main(): Promise<void> {
       markdownTable(BASE_HEAD, baselineRows(baselines)),
       '',
       ...(steps.length > 0 ? [markdownTable(STEP_HEAD, stepRows(steps)), ''] : []),
-      ...summaryLines(summary, e2eNote, parts.has('b')),
+      ...summaryLines(summary, e2eNote, parts.has('b')).map((line) => `- ${line}`),
     ].join('\n');
     await appendToDoc(opts.doc, section);
     process.stdout.write(`appended to ${path.relative(process.cwd(), opts.doc)}\n`);

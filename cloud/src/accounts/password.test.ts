@@ -1,6 +1,10 @@
 import { expect } from 'chai';
+import sinon from 'sinon';
 import argon2 from 'argon2';
+import { ServiceUnavailable } from '../http/errors.ts';
 import {
+  ARGON2_CONCURRENCY,
+  ARGON2_MAX_WAITING,
   ARGON2_OPTIONS,
   createDummyHash,
   hashPassword,
@@ -30,6 +34,35 @@ describe('password policy and hashing', () => {
     const weaker = await argon2.hash('x', { type: argon2.argon2id, memoryCost: 8192, timeCost: 1, parallelism: 1 });
     expect(passwordNeedsRehash(weaker), 'older, weaker parameters are upgraded on login').to.equal(true);
     expect(await createDummyHash()).to.match(/^\$argon2id\$/);
+  });
+
+  it('runs at most ARGON2_CONCURRENCY hashes at once and refuses (503) beyond ARGON2_MAX_WAITING waiting', async () => {
+    const hash = await hashPassword('a perfectly fine passphrase');
+    let running = 0;
+    let peak = 0;
+    const original = argon2.verify.bind(argon2);
+    const verify = sinon.stub(argon2, 'verify').callsFake(async (...args: Parameters<typeof argon2.verify>) => {
+      running += 1;
+      peak = Math.max(peak, running);
+      try {
+        return await original(...args);
+      } finally {
+        running -= 1;
+      }
+    });
+    try {
+      const burst = ARGON2_CONCURRENCY + ARGON2_MAX_WAITING + 5;
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: burst }, () => verifyPassword(hash, 'a perfectly fine passphrase')),
+      );
+      expect(peak).to.equal(ARGON2_CONCURRENCY);
+      const refused = outcomes.filter((o) => o.status === 'rejected');
+      expect(refused).to.have.length(5);
+      for (const o of refused) expect((o as PromiseRejectedResult).reason).to.be.instanceOf(ServiceUnavailable);
+      expect(outcomes.filter((o) => o.status === 'fulfilled' && o.value === true)).to.have.length(burst - 5);
+    } finally {
+      verify.restore();
+    }
   });
 
   it('accepts long, uncommon passwords, counting characters rather than UTF-16 units', () => {

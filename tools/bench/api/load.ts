@@ -209,7 +209,9 @@ export async function openLoop({
     setTimeout(tick, Math.max(0, start - performance.now()));
   });
   if (inFlight > 0) {
-    await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, drainTimeoutMs))]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([drained, new Promise((resolve) => (timer = setTimeout(resolve, drainTimeoutMs)))]);
+    clearTimeout(timer);
   }
   const elapsedS = (performance.now() - start) / 1000;
   const cpu = process.cpuUsage(cpuStart);
