@@ -58,7 +58,7 @@ describe('password policy and hashing', () => {
       expect(peak).to.equal(ARGON2_CONCURRENCY);
       const refused = outcomes.filter((o) => o.status === 'rejected');
       expect(refused).to.have.length(5);
-      for (const o of refused) expect((o as PromiseRejectedResult).reason).to.be.instanceOf(ServiceUnavailable);
+      for (const o of refused) expect(o.reason).to.be.instanceOf(ServiceUnavailable);
       expect(outcomes.filter((o) => o.status === 'fulfilled' && o.value === true)).to.have.length(burst - 5);
     } finally {
       verify.restore();
