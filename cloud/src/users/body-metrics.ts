@@ -243,7 +243,7 @@ export function createBodyMetricsService(ctx: UsersContext, profiles: ProfileSer
   }
 
   function decodeCursor(cursor: string): { at: Date; id: Types.ObjectId } {
-    const match = /^(\d{1,13})-([a-f0-9]{24})$/.exec(cursor);
+    const match = /^(-?\d{1,13})-([a-f0-9]{24})$/.exec(cursor);
     if (!match) {
       throw new Invalid([{ in: 'query', field: 'cursor', reason: 'expected a cursor returned by a previous page' }]);
     }

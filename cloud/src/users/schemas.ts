@@ -124,8 +124,8 @@ const cursor = (pattern: RegExp, shape: string) =>
       v.regex(pattern, 'expected a cursor returned by a previous page'),
     ),
   );
-/** History: `<epoch ms>-<entry id>`. */
-export const HistoryCursor = cursor(/^\d{1,13}-[a-f0-9]{24}$/, 'epoch milliseconds, a dash, an entry id');
+/** History: `<epoch ms>-<entry id>`; negative before 1970 (measurements may be dated from 1900). */
+export const HistoryCursor = cursor(/^-?\d{1,13}-[a-f0-9]{24}$/, 'epoch milliseconds, a dash, an entry id');
 /** Admin search: the last account id of the previous page. */
 export const AccountCursor = cursor(/^[a-f0-9]{24}$/, 'an account id');
 

@@ -278,6 +278,17 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
         measuredAt: '2025-12-01T07:00:00Z',
         measurements: { weightKg: 95 },
       });
+      // Dated before 1970: its position in the history is a negative epoch (found by schemathesis via the export).
+      for (const [measuredAt, weightKg] of [
+        ['1965-06-01', 70],
+        ['1950-01-01', 72],
+      ] as const) {
+        const old = await api('PUT', '/api/users/body-metrics', member.accessToken, {
+          measuredAt,
+          measurements: { weightKg },
+        });
+        expect(old.status).to.equal(200);
+      }
       expect(backdated.body.measurements).to.include({ weightKg: 84 });
       expect(backdated.body.measuredAt).to.equal('2026-04-05T07:00:00.000Z');
 
@@ -296,8 +307,16 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
         `/api/users/body-metrics/history?limit=2&cursor=${second.body.nextCursor}`,
         member.accessToken,
       );
-      expect(third.body.items.map((i) => i.measurements.weightKg)).to.deep.equal([95]);
-      expect(third.body.nextCursor).to.equal(null);
+      expect(third.body.items.map((i) => i.measurements.weightKg)).to.deep.equal([95, 70]);
+      expect(third.body.nextCursor).to.match(/^-\d+-/);
+      const fourth = await api<Page>(
+        'GET',
+        `/api/users/body-metrics/history?limit=2&cursor=${third.body.nextCursor}`,
+        member.accessToken,
+      );
+      expect(fourth.body.items.map((i) => i.measurements.weightKg)).to.deep.equal([72]);
+      expect(fourth.body.nextCursor).to.equal(null);
+      expect((await api('GET', '/api/users/export', member.accessToken)).status).to.equal(200);
 
       const ranged = await api<Page>(
         'GET',
@@ -307,7 +326,7 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
       expect(ranged.body.items.map((i) => i.measurements.weightKg)).to.deep.equal([86, 88]);
       const clamped = await api<Page>('GET', '/api/users/body-metrics/history?limit=1000000', member.accessToken);
       expect(clamped.status).to.equal(200);
-      expect(clamped.body.items).to.have.length(5);
+      expect(clamped.body.items).to.have.length(7);
       for (const bad of ['limit=0', 'limit=-1', 'cursor=%24ne', 'cursor=bm90LWEtY3Vyc29y', 'from=yesterday']) {
         expect((await api('GET', `/api/users/body-metrics/history?${bad}`, member.accessToken)).status, bad).to.equal(
           400,
