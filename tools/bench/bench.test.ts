@@ -115,7 +115,7 @@ describe('bench: ingest harness', function () {
       // p50 375 ms = 1 (append) + 20 (batch sent→ack, of which 15 in the cloud) + 354 waiting in the gateway queue
       expect(summary.limiter).to.equal(
         'gateway: waiting in the uplink queue (p50 − the other stages), 354 ms of the 375 ms median at 40 msg/s ' +
-          'offered — the queue drains one batch per ack round trip (telemetry: one batch in flight), and a batch ' +
+          'offered — the queue drains one batch per ack round trip (telemetry: two batches in flight), and a batch ' +
           'took 20 ms from sent to ack, 15 ms of it in the cloud from receipt to ack (MongoDB writes); busiest ' +
           'process mongo (95 % of a core)',
       );

@@ -129,7 +129,7 @@ export function summarize(steps: readonly StepResult[], b: Baselines): Summary {
   const insertCeiling = b.records?.perSecond;
   // A queue that grows is a symptom: it drains one batch per ack round trip, so say what that round trip is made of.
   const cause = stage.startsWith('gateway: waiting')
-    ? ` — the queue drains one batch per ack round trip (telemetry: one batch in flight), and a batch took ` +
+    ? ` — the queue drains one batch per ack round trip (telemetry: two batches in flight), and a batch took ` +
       `${fmt(failing.stagesMs.uplinkAck)} ms from sent to ack, ${fmt(failing.stagesMs.cloudAck)} ms of it in the ` +
       `cloud from receipt to ack (MongoDB writes)`
     : '';

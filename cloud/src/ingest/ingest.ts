@@ -121,6 +121,7 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
     metrics.running.set(queue.running);
   };
 
+  let telemetrySlot = 0;
   const onUplink = (packet: AedesPublishPacket, done: () => void) => {
     const topic = parseTopic(packet.topic);
     if (topic?.kind !== 'gateway-uplink') {
@@ -135,7 +136,10 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
       receivedAtMs: clock.nowMs(),
       receivedPerfMs: performance.now(),
     };
-    queue.offer(`${topic.branch}/${topic.gateway}/${topic.lane}`, batch, done);
+    // Records keep their lane's order (one batch at a time per lane); telemetry samples land in their buckets by
+    // (bootId, seq) in any order, so two of a gateway's telemetry batches may be written at once.
+    const slot = topic.lane === 'telemetry' ? `/${(telemetrySlot = 1 - telemetrySlot)}` : '';
+    queue.offer(`${topic.branch}/${topic.gateway}/${topic.lane}${slot}`, batch, done);
     updateGauges();
   };
 

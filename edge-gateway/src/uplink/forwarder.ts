@@ -6,10 +6,11 @@
  *
  * - Batches: protocol `UplinkBatch`, at most MAX_BATCH_RECORDS records and MAX_BATCH_BYTES bytes, of one lane,
  *   on `gw/{gateway}/up/{lane}`. Lanes are filled in protocol order, access first.
- * - A bounded in-flight window per lane (`windowBatches`); the telemetry lane has one batch in flight at most, so
- *   the bulk lane cannot crowd access and records out of the link while a backlog drains. Order is not the reason:
- *   the cloud keys each sample in its bucket by `(bootId, seq)` (cloud/src/ingest/store.ts), so batches landing
- *   in any order, or twice, store every sample once.
+ * - A bounded in-flight window per lane (`windowBatches`); the telemetry lane has at most two batches in flight,
+ *   so the bulk lane cannot crowd access and records out of the link while a backlog drains. Two rather than one:
+ *   the cloud writes two of a gateway's telemetry batches at once (cloud/src/ingest/ingest.ts). Order is no
+ *   reason to keep one: the cloud keys each sample in its bucket by `(bootId, seq)` (cloud/src/ingest/store.ts),
+ *   so batches landing in any order, or twice, store every sample once.
  * - A batch is resent unchanged (same batchId, same bytes) after every reconnect and whenever its ack is overdue;
  *   the cloud's writes are idempotent by msgId. Records an ack names in neither list return to the queue and go
  *   into a new batch; a batch the cloud could not read at all (`error`) moves to the rejected list.
@@ -165,7 +166,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   let pumping = false;
   let pumpAgain = false;
 
-  const windowOf = (lane: Lane) => (lane === 'telemetry' ? 1 : config.windowBatches);
+  const windowOf = (lane: Lane) => (lane === 'telemetry' ? Math.min(2, config.windowBatches) : config.windowBatches);
 
   function willPacket(): NonNullable<IClientOptions['will']> {
     return {
