@@ -72,7 +72,14 @@ const MULTI_LINE = {
 const label = (max: number, what: string) => text(1, max, what, ONE_LINE);
 
 /** Years 1900-2099, real month, day, hour and minute ranges (the calendar check follows). */
-const DATE_PART = String.raw`(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])`;
+/**
+ * A real calendar day, 1900–2099, in the pattern itself (not only in a check after it), so the OpenAPI document
+ * says exactly what is accepted and a schema-valid date is never refused: days 1–28 of any month, 29–30 of any
+ * month but February, 31 of the long months, and 29 February of leap years (1900 was not one, 2000 was).
+ */
+const DATE_PART =
+  String.raw`(?:(?:19|20)\d{2}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|` +
+  String.raw`(?:0[13578]|1[02])-31)|(?:19(?:0[48]|[2468][048]|[13579][26])|20(?:[02468][048]|[13579][26]))-02-29)`;
 const TIMESTAMP = new RegExp(
   String.raw`^${DATE_PART}(T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,3})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d))?$`,
 );
