@@ -32,6 +32,8 @@ const GatewayEnv = v.object({
   GATEWAY_QUEUE_MAX_RECORDS: envInt(200_000, 1, 100_000_000),
   GATEWAY_QUEUE_MAX_BYTES: envInt(128 * MiB, 64 * KiB, 64 * 1024 * MiB),
   GATEWAY_REJECTED_KEEP: envInt(1_000, 0, 100_000),
+  /** Most telemetry samples per second per machine (FTMS machines send ≤ 4 Hz); beyond it samples are dropped. */
+  GATEWAY_TELEMETRY_MAX_HZ: envInt(50, 1, 100_000),
 });
 
 export interface LocalBrokerConfig {
@@ -74,6 +76,8 @@ export interface GatewayConfig {
   readonly queue: { readonly capRecords: number; readonly capBytes: number };
   /** How many refused machine payloads are kept (with their reason) for inspection. */
   readonly rejectedKeep: number;
+  /** Most telemetry samples per second per machine; beyond it samples are dropped (`telemetry-rate`). */
+  readonly telemetryMaxHz: number;
 }
 
 /** Parses the gateway's environment; throws ConfigError naming every bad variable. */
@@ -111,5 +115,6 @@ export function loadGatewayConfig(env: Readonly<Record<string, string | undefine
     },
     queue: { capRecords: e.GATEWAY_QUEUE_MAX_RECORDS, capBytes: e.GATEWAY_QUEUE_MAX_BYTES },
     rejectedKeep: e.GATEWAY_REJECTED_KEEP,
+    telemetryMaxHz: e.GATEWAY_TELEMETRY_MAX_HZ,
   };
 }

@@ -98,6 +98,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     log: log.child({ module: 'intake' }),
     onQueued: () => forwarder.wake(),
     relay: (topic, payload) => forwarder.relay(topic, payload),
+    maxTelemetryHz: config.telemetryMaxHz,
   });
   const broker: LocalBroker = createLocalBroker({
     config: config.broker,

@@ -155,6 +155,8 @@ export async function runEndToEnd(options: E2eOptions): Promise<E2eResult> {
         GATEWAY_SECRET: gateway.secret,
         GATEWAY_MQTT_PORT: '0',
         GATEWAY_HEALTH_PORT: '0',
+        // The bench drives machines far past FTMS rates (up to 64 Hz) on purpose: no per-machine cap here.
+        GATEWAY_TELEMETRY_MAX_HZ: '100000',
         GATEWAY_UPLINK_URL: tlsUrl,
         GATEWAY_UPLINK_CA_FILE: caFile,
       },

@@ -126,6 +126,44 @@ describe('edge gateway: local broker for machines', function () {
     expect((await gw.queue.peek('telemetry', { limit: 10 })).length).to.equal(1);
   });
 
+  it('drops a machine’s telemetry beyond GATEWAY_TELEMETRY_MAX_HZ, counted, without touching other machines', async () => {
+    const gw = await start();
+    const [flooder, calm] = [site.machines[0]!, site.machines[1]!];
+    const flood = await connectMachine(0);
+    const other = await connectMachine(1);
+    const sent = 300;
+    // QoS 1 so each publish resolves once intake decided (the protocol's QoS 0 takes the same path).
+    await Promise.all(
+      Array.from({ length: sent }, (_, i) =>
+        flood.publishAsync(
+          topics.machineTelemetry(site.branch, flooder.id),
+          JSON.stringify(telemetryOf(flooder.id, i + 1)),
+          {
+            qos: 1,
+          },
+        ),
+      ),
+    );
+    for (let i = 0; i < 5; i++) {
+      await other.publishAsync(
+        topics.machineTelemetry(site.branch, calm.id),
+        JSON.stringify(telemetryOf(calm.id, i + 1)),
+        {
+          qos: 1,
+        },
+      );
+    }
+    const queued = await gw.queue.peek('telemetry', { limit: 1_000 });
+    const fromFlooder = queued.filter(
+      (r) => (JSON.parse(r.json) as { payload: { source: string } }).payload.source === flooder.id,
+    );
+    const dropped = gw.rejected.counts()['machine:telemetry-rate'] ?? 0;
+    // The cap is 50/s with a one-second burst: far fewer than 300 in the short time the burst took.
+    expect(fromFlooder.length).to.be.at.least(50).and.below(sent);
+    expect(dropped).to.equal(sent - fromFlooder.length);
+    expect(queued.length - fromFlooder.length, 'the other machine is not limited by the flooder').to.equal(5);
+  });
+
   it('disconnects a machine publishing as another machine, outside the tree, or in another branch', async () => {
     const gw = await start();
     const [m1, m2] = site.machines;

@@ -47,6 +47,13 @@ export interface IntakeOptions {
   readonly onQueued?: (lane: Lane) => void;
   /** Sends a machine's command response on to the cloud broker; false when it could not (uplink down). */
   readonly relay?: (topic: string, payload: Buffer) => boolean;
+  /**
+   * Most telemetry samples per second a machine may queue (a one-second burst allowed); beyond it samples are
+   * dropped, counted and logged as `telemetry-rate`. FTMS machines notify at ≤ 4 Hz: the cap stops one faulty
+   * machine from filling the queue, evicting everyone's telemetry, and growing one cloud bucket past MongoDB's
+   * 16 MB document limit (which would wedge the gateway's telemetry lane on every resend). Default: no cap.
+   */
+  readonly maxTelemetryHz?: number;
 }
 
 export interface Intake {
@@ -68,6 +75,7 @@ const RECORD_KIND_OF_TOPIC: Readonly<Record<`machine-${MachineUplinkKind}`, Reco
 
 export function createIntake(options: IntakeOptions): Intake {
   const { queue, rejected, metrics, nowMs, log } = options;
+  const telemetryBudget = options.maxTelemetryHz === undefined ? undefined : createRateBudget(options.maxTelemetryHz);
 
   function refuse(
     machine: MachineId,
@@ -107,6 +115,17 @@ export function createIntake(options: IntakeOptions): Intake {
       return;
     }
     const kind = RECORD_KIND_OF_TOPIC[topic.kind];
+    if (kind === 'telemetry' && telemetryBudget && !telemetryBudget.take(machine, nowMs())) {
+      // Telemetry is QoS 0 and lossy by design; no payload kept (a flood would only churn the rejected list).
+      rejected.add({
+        origin: 'machine',
+        reason: 'telemetry-rate',
+        source: machine,
+        topic: packet.topic,
+        bytes: packet.payload.length,
+      });
+      return;
+    }
     const name = payloadNameFor(topic);
     // Decode once, validate the decoded value, and queue the value as the machine sent it: the record's payload
     // is "the message exactly as its source published it", so fields of a newer minor version reach the cloud.
@@ -142,6 +161,22 @@ export function createIntake(options: IntakeOptions): Intake {
   }
 
   return { accept };
+}
+
+/** A token bucket per machine: `perSecond` tokens a second, at most one second's worth saved up. */
+function createRateBudget(perSecond: number): { take(key: string, nowMs: number): boolean } {
+  const buckets = new Map<string, { tokens: number; atMs: number }>();
+  return {
+    take(key, nowMs) {
+      const bucket = buckets.get(key) ?? { tokens: perSecond, atMs: nowMs };
+      bucket.tokens = Math.min(perSecond, bucket.tokens + ((nowMs - bucket.atMs) / 1000) * perSecond);
+      bucket.atMs = nowMs;
+      buckets.set(key, bucket);
+      if (bucket.tokens < 1) return false;
+      bucket.tokens -= 1;
+      return true;
+    },
+  };
 }
 
 function pick(failure: { path?: string; issue?: string }): { path?: string; issue?: string } {

@@ -78,6 +78,7 @@ export function testConfig(site: TestSite, uplinkUrl: string, overrides: Partial
     },
     queue: { capRecords: 100_000, capBytes: 64 * 1024 * 1024 },
     rejectedKeep: 100,
+    telemetryMaxHz: 50,
   } satisfies GatewayConfig;
 }
 
