@@ -83,11 +83,12 @@ export async function startCloud({
     health.add(redisHealthCheck(redis));
     // Apps' token check needs auth and the users domain, built below; the WebSocket listener opens after both.
     const late: { appTokens?: AppTokens } = {};
+    const identities = createIdentityStore(mongo);
     const broker = await startCloudBroker({
       config: config.mqtt,
       log: log.child({ module: 'broker' }),
       clock,
-      identities: createIdentityStore(mongo),
+      identities,
       registry: metrics.registry,
       version,
       appTokens: (token, connection) =>
@@ -107,7 +108,7 @@ export async function startCloud({
       metrics,
       config: config.ingest,
       telemetryRetentionDays: config.jobs.telemetryRetentionDays,
-      machines: machineDirectory(createIdentityStore(mongo)),
+      machines: machineDirectory(identities),
       erasedMembers: createErasureCheck({ mongo, cipher }),
     });
     opened.push(() => ingest.stop());
@@ -179,9 +180,7 @@ export async function startCloud({
     const http = await listen(app, config.http);
     broker.attachWebSocket(http.server);
     log.info({ url: http.url }, 'cloud API listening');
-    return running({
-      config,
-      log,
+    return running(config, log, {
       http,
       mongo,
       redis,
@@ -200,23 +199,8 @@ export async function startCloud({
   }
 }
 
-function running({
-  config,
-  log,
-  http,
-  mongo,
-  redis,
-  health,
-  metrics,
-  errorReporter,
-  auth,
-  broker,
-  users,
-  ingest,
-  jobs,
-}: {
-  config: CloudConfig;
-  log: Logger;
+/** What startCloud built, handed to running() for the RunningCloud it returns and for the ordered stop. */
+interface CloudParts {
   http: HttpServer;
   mongo: Connection;
   redis: Redis;
@@ -228,7 +212,10 @@ function running({
   users: Users;
   ingest: Ingest;
   jobs: Jobs;
-}): RunningCloud {
+}
+
+function running(config: CloudConfig, log: Logger, parts: CloudParts): RunningCloud {
+  const { http, mongo, redis, health, metrics, errorReporter, auth, broker, users, ingest, jobs } = parts;
   let stopping: Promise<void> | undefined;
   return {
     url: http.url,
