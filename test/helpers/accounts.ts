@@ -12,7 +12,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Connection } from 'mongoose';
+import { Types, type Connection } from 'mongoose';
 import { pino } from 'pino';
 import { systemClock, type Clock } from '../../tools/runtime/clock.ts';
 import { startCloud, type RunningCloud } from '../../cloud/src/cloud.ts';
@@ -188,7 +188,6 @@ export async function createTestAccount(
     if (options.status === 'suspended') set.suspendedReason = options.suspendedReason ?? 'suspended by a test';
   }
   if (Object.keys(set).length > 0) {
-    const { Types } = await import('mongoose');
     await cloud.mongo.collection('accounts').updateOne({ _id: new Types.ObjectId(tokens.user.id) }, { $set: set });
   }
   return {

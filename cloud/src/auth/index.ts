@@ -21,7 +21,7 @@ import { createMailer, type Mailer } from '../mail/mailer.ts';
 import { createAccessTokens, type AccessClaims } from './access-tokens.ts';
 import type { AuthConfig } from './config.ts';
 import { createAuditThrottle } from './audit-throttle.ts';
-import { createRequireUser, type RequireUserOptions } from './guard.ts';
+import { createRequireUser, createSessionCheck, type RequireUserOptions } from './guard.ts';
 import { loadKeyring, type Keyring } from './keyring.ts';
 import { createLoginLimits } from './login-limits.ts';
 import { createRefreshSessions, type RefreshSessions } from './refresh-sessions.ts';
@@ -160,6 +160,7 @@ export async function createAuth({
     dummyHash: await createDummyHash(),
   });
   const requireUser = createRequireUser({ tokens, sessions, store, audit, throttle });
+  const checkSession = createSessionCheck({ sessions, store });
 
   return {
     requireUser,
@@ -179,9 +180,7 @@ export async function createAuth({
       } catch {
         return undefined;
       }
-      const { revoked, sessionAlive } = await sessions.check(claims.jti, claims.sid);
-      if (revoked || !sessionAlive) return undefined;
-      const account = await store.findById(claims.sub);
+      const { account } = await checkSession(claims);
       if (!account || account.status === 'suspended') return undefined;
       return {
         userId: account.id,

@@ -184,9 +184,9 @@ export function createRefreshSessions({
     async rotate({ refreshToken, userAgent, ip }) {
       if (!TOKEN_SHAPE.test(refreshToken)) return { kind: 'invalid' };
       const oldHash = sha256(refreshToken);
-      const fam = await redis.hget(keys.token(oldHash), 'fam');
+      const [fam, storedUid] = await redis.hmget(keys.token(oldHash), 'fam', 'uid');
       if (!fam) return { kind: 'invalid' };
-      const uid = (await redis.hget(keys.token(oldHash), 'uid')) ?? '';
+      const uid = storedUid ?? '';
       const next = newToken();
       const nextHash = sha256(next);
       const [outcome, userId, sessionId] = await rotateCommand(

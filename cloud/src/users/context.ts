@@ -8,17 +8,10 @@ import type { Clock } from '../../../tools/runtime/clock.ts';
 import type { Logger } from '../../../tools/runtime/logger.ts';
 import type { AccountDoc } from '../accounts/model.ts';
 import type { AuditLog } from '../audit/index.ts';
+import type { RequireUserOptions } from '../auth/guard.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
-import type { AppState, Role } from '../http/state.ts';
+import type { AppState } from '../http/state.ts';
 import type { UserModels } from './models.ts';
-
-export interface RequireUserOptions {
-  /** Require a verified email (things involving other people, gym access, rewards). */
-  verified?: boolean;
-  roles?: readonly Role[];
-  /** Let a suspended account through (only to read why). */
-  allowSuspended?: boolean;
-}
 
 /** The slice of cloud/src/auth this domain uses. */
 export interface UsersAuth {
