@@ -2,6 +2,7 @@
  * Account persistence: the only code that reads or writes the accounts and account_tokens collections. Returns
  * plain objects; the password hash leaves it only through credentialsOf (for the login's verify).
  */
+import { isDuplicateKey } from '../db/mongo.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { isValidObjectId, type Connection } from 'mongoose';
 import type { Clock } from '../../../tools/runtime/clock.ts';
@@ -57,10 +58,6 @@ function toAccount(doc: AccountDoc): Account {
     createdAt: doc.createdAt,
     passwordChangedAt: doc.passwordChangedAt,
   };
-}
-
-function isDuplicateKey(err: unknown): boolean {
-  return (err as { code?: number }).code === 11000;
 }
 
 export async function createAccountStore(mongo: Connection, clock: Clock): Promise<AccountStore> {

@@ -9,6 +9,14 @@ import mongoose, { type Connection } from 'mongoose';
 import type { Logger } from '../../../tools/runtime/logger.ts';
 import type { HealthCheck } from '../health/health.ts';
 
+/** MongoDB's duplicate-key error code: for claim documents and idempotent inserts it means "already there". */
+export const DUPLICATE_KEY = 11000;
+
+/** True when `err` is a duplicate-key error (the insert or upsert found the unique key taken). */
+export function isDuplicateKey(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === DUPLICATE_KEY;
+}
+
 export interface MongoOptions {
   url: string;
   timeoutMs: number;

@@ -5,6 +5,7 @@
  * received now. An event with the app's eventId is stored once however often it is retried. Summaries group by UTC day in MongoDB ($dateToString, which
  * the MongoDB-compatible stand-in supports — $dateTrunc it does not) and fold days into ISO weeks or months here.
  */
+import { DUPLICATE_KEY } from '../db/mongo.ts';
 import { randomUUID } from 'node:crypto';
 import type { UsersContext } from './context.ts';
 import type { ActivityDoc } from './models.ts';
@@ -100,7 +101,7 @@ export function createActivityService({ models, clock }: UsersContext): Activity
       } catch (err) {
         const writeErrors = (err as { writeErrors?: { code?: number }[] | { code?: number } }).writeErrors;
         const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : undefined;
-        if (!list || list.some((e) => e.code !== 11000)) throw err;
+        if (!list || list.some((e) => e.code !== DUPLICATE_KEY)) throw err;
         duplicates = list.length;
       }
       return { accepted: docs.length - duplicates, duplicates };

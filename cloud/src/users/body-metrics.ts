@@ -6,6 +6,7 @@
  * A PUT with measurements appends a history entry; the current values follow the newest measurement, so a
  * back-dated entry fills in history without overwriting today's values.
  */
+import { isDuplicateKey } from '../db/mongo.ts';
 import { Types, trusted } from 'mongoose';
 import { UnreadableField, type SealedValue } from '../crypto/field-cipher.ts';
 import { AppError, Invalid } from '../http/errors.ts';
@@ -210,7 +211,7 @@ export function createBodyMetricsService(ctx: UsersContext, profiles: ProfileSer
           await BodyProfile.create({ _id: userId, ...next });
           written = true;
         } catch (err) {
-          if ((err as { code?: number }).code !== 11000) throw err;
+          if (!isDuplicateKey(err)) throw err;
           written = false; // created by a concurrent request: read it and apply on top
         }
       }

@@ -3,6 +3,7 @@
  * so joining twice is one membership however the requests race (ARCHITECTURE "Persistence": claims keyed by what
  * must be unique).
  */
+import { isDuplicateKey } from '../db/mongo.ts';
 import { Conflict } from '../http/errors.ts';
 import type { UsersContext } from './context.ts';
 
@@ -41,7 +42,7 @@ export function createMembershipService({ models, clock }: UsersContext): Member
         await Membership.create({ _id, userId, branchId, joinedAt });
         return { membership: { branchId, joinedAt: joinedAt.toISOString() }, created: true };
       } catch (err) {
-        if ((err as { code?: number }).code !== 11000) throw err;
+        if (!isDuplicateKey(err)) throw err;
         const raced = await Membership.findById(_id).lean();
         return {
           membership: { branchId, joinedAt: (raced?.joinedAt ?? joinedAt).toISOString() },

@@ -3,6 +3,7 @@
  * document per member, created with defaults on first use; updates set only the keys sent, atomically. Other
  * domains (leaderboards, social) read privacy through `privacyOf` before showing a member to anyone else.
  */
+import { isDuplicateKey } from '../db/mongo.ts';
 import type { UsersContext } from './context.ts';
 import type { Preferences, PrivacySettings, SettingsDoc } from './models.ts';
 import type { PreferencesUpdate, PrivacyUpdate } from './schemas.ts';
@@ -77,8 +78,8 @@ export function createSettingsService({ models, clock }: UsersContext): Settings
       { _id: userId },
       { $setOnInsert: { preferences: DEFAULT_PREFERENCES, privacy: DEFAULT_PRIVACY, updatedAt: clock.now() } },
       { upsert: true },
-    ).catch((err: { code?: number }) => {
-      if (err.code !== 11000) throw err;
+    ).catch((err: unknown) => {
+      if (!isDuplicateKey(err)) throw err;
     });
     if (Object.keys(set).length > 0)
       await Settings.updateOne({ _id: userId }, { $set: { ...set, updatedAt: clock.now() } });
