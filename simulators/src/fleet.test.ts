@@ -10,6 +10,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { payloadNameFor, parsePayload } from '../../protocol/payloads.ts';
 import { parseTopic } from '../../protocol/topics.ts';
+import { eventually } from '../../test/helpers/eventually.ts';
 import { CredentialsError, readCredentials } from './credentials.ts';
 import { startFleet, type Fleet, type FleetMachine } from './fleet.ts';
 import { machineIdAt, typeAt } from './machines/index.ts';
@@ -85,13 +86,7 @@ async function observe(url: string, branch = 'demo') {
   return { client, seen, invalid };
 }
 
-async function until(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
+const until = (what: string, check: () => boolean) => eventually(what, check, 15_000, 25);
 
 function machines(count: number): FleetMachine[] {
   return Array.from({ length: count }, (_, i) => ({ id: machineIdAt(i), type: typeAt(i) }));

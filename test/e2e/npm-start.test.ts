@@ -9,6 +9,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import { findFreePort, waitForProcessesGone } from '../../tools/services/process.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -77,22 +78,6 @@ async function runStart(dataDir: string, { viaNpmScript = false } = {}): Promise
   return { child, lines, pids, apiUrl: `http://127.0.0.1:${port}`, ports };
 }
 
-/** Polls `probe` until it returns a value, or fails after `timeoutMs`. */
-async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${String(lastError)}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
-
 /** Runs mosquitto_sub to completion (it exits after -C messages or -W seconds) and returns its lines. */
 function mosquittoSub(args: string[]): Promise<string[]> {
   return new Promise((resolve, reject) => {
@@ -150,11 +135,16 @@ describe('npm start (end to end)', function () {
     // The demo branch: gateway healthy, ≥ 40 machines live through gateway → cloud broker → ingest → Redis.
     const gatewayHealth = await fetch(`http://127.0.0.1:${started.ports.GATEWAY_HEALTH_PORT}/health`);
     expect(gatewayHealth.status).to.equal(200);
-    const availability = await eventually(async () => {
-      const r = await fetch(`${started.apiUrl}/api/machines/availability?branchId=demo`);
-      const json = (await r.json()) as { machines: { machine: string; status: string }[] };
-      return json.machines.length >= 40 ? json : undefined;
-    }, 60_000);
+    const availability = await eventually(
+      '≥ 40 machines in the availability list',
+      async () => {
+        const r = await fetch(`${started.apiUrl}/api/machines/availability?branchId=demo`);
+        const json = (await r.json()) as { machines: { machine: string; status: string }[] };
+        return json.machines.length >= 40 ? json : undefined;
+      },
+      60_000,
+      250,
+    );
     expect(
       availability.machines.filter((m) => m.status === 'available' || m.status === 'in_use'),
     ).to.have.length.of.at.least(40);

@@ -18,11 +18,11 @@ import { TestGateway } from '../../cloud/src/ingest/testing.ts';
 import { startFleet, type Fleet } from '../../simulators/src/fleet.ts';
 import { machineIdAt, typeAt } from '../../simulators/src/machines/index.ts';
 import type { ServiceProcess } from '../../tools/services/index.ts';
+import { eventually } from '../helpers/eventually.ts';
 import { connectMongoose, testServices, uniqueDbName } from '../helpers/services.ts';
 import {
   availability,
   checkWorkouts,
-  eventually,
   mosquitto,
   scrapeMetric,
   provisionBranch,
@@ -40,6 +40,23 @@ import {
 
 const RECORD_COLLECTIONS = ['machine_metas', 'machine_status_changes', 'workouts', 'machine_events'] as const;
 const LIVE = new Set(['available', 'in_use']);
+
+/** After the processes stopped: drops the suite's database, deletes the cloud's Redis keys, removes its files. */
+async function cleanUp(
+  mongo: Connection | undefined,
+  redis: Redis | undefined,
+  cloud: CloudProcess | undefined,
+  dir: string | undefined,
+): Promise<void> {
+  await mongo?.dropDatabase().catch(() => undefined);
+  await mongo?.close();
+  if (redis && cloud) {
+    const keys = await redis.keys(`${cloud.redisPrefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+  }
+  redis?.disconnect();
+  if (dir) await rm(dir, { recursive: true, force: true });
+}
 
 describe('spine as processes: machines → gateway → cloud → MongoDB, Redis and the API', function () {
   this.timeout(60_000);
@@ -103,14 +120,7 @@ describe('spine as processes: machines → gateway → cloud → MongoDB, Redis 
     this.timeout(30_000);
     await fleet?.stop();
     await Promise.all([sim?.stop(3_000), gateway?.proc.stop(3_000), cloud?.proc.stop(5_000)]);
-    await mongo?.dropDatabase().catch(() => undefined);
-    await mongo?.close();
-    if (redis && cloud) {
-      const keys = await redis.keys(`${cloud.redisPrefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
-    }
-    redis?.disconnect();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await cleanUp(mongo, redis, cloud, dir);
   });
 
   const recordsOf = async (machine: string) => {
@@ -430,14 +440,7 @@ describe('spine C1: the cloud killed between its MongoDB write and its ack', fun
     this.timeout(30_000);
     await Promise.all(machines.map((m) => m.close().catch(() => undefined)));
     await Promise.all([gateway?.proc.stop(3_000), cloud?.proc.stop(5_000)]);
-    await mongo?.dropDatabase().catch(() => undefined);
-    await mongo?.close();
-    if (redis && cloud) {
-      const keys = await redis.keys(`${cloud.redisPrefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
-    }
-    redis?.disconnect();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await cleanUp(mongo, redis, cloud, dir);
   });
 
   it('the gateway resends and MongoDB holds every acknowledged record exactly once (acked ⊆ mongo, 0 dups, 0 gaps)', async () => {

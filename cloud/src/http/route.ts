@@ -181,11 +181,13 @@ function refusesUnknownKeys(schema: AnySchema): boolean {
 /** The API's major version: canonical paths are /api/v1/…, and /api/… is the alias of the current version. */
 export const API_VERSION = 1;
 const API_PREFIX = '/api';
+const API_PATHS = `${API_PREFIX}/`;
 const VERSIONED_PREFIX = `${API_PREFIX}/v${API_VERSION}`;
+const VERSIONED_PATHS = `${VERSIONED_PREFIX}/`;
 
-/** True for /api and /api/…: the paths that are versioned, aliased and rate-limited. */
+/** True for /api and /api/…: the paths that are versioned, aliased and rate-limited (checked on every request). */
 export function isApiPath(path: string): boolean {
-  return path === API_PREFIX || path.startsWith(`${API_PREFIX}/`);
+  return path === API_PREFIX || path.startsWith(API_PATHS);
 }
 
 /**
@@ -193,7 +195,7 @@ export function isApiPath(path: string): boolean {
  * /api, and paths already versioned, stay as declared.
  */
 export function canonicalPath(path: string): string {
-  if (!isApiPath(path) || path === VERSIONED_PREFIX || path.startsWith(`${VERSIONED_PREFIX}/`)) return path;
+  if (!isApiPath(path) || path === VERSIONED_PREFIX || path.startsWith(VERSIONED_PATHS)) return path;
   return VERSIONED_PREFIX + path.slice(API_PREFIX.length);
 }
 

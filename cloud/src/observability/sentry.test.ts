@@ -4,6 +4,7 @@ import { gunzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import type { ErrorEvent } from '@sentry/node';
+import { eventually } from '../../../test/helpers/eventually.ts';
 import { createApp } from '../http/app.ts';
 import { Conflict } from '../http/errors.ts';
 import { defineRoute } from '../http/route.ts';
@@ -118,10 +119,7 @@ describe('errors to Sentry (@sentry/node against a local DSN endpoint)', () => {
     );
     expect((await fetch(`${http.url}/api/nothing`)).status).to.equal(404);
 
-    const deadline = Date.now() + 10_000;
-    while (events(ingest.received).length === 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await eventually('an event at the DSN', () => events(ingest.received).length > 0, 10_000, 50);
     expect(ingest.received[0]!.path).to.match(/^\/api\/1\/envelope\/\?.*sentry_key=public/);
     const [event] = events(ingest.received) as unknown as ErrorEvent[];
     expect(event, 'an event arrived at the DSN').to.not.equal(undefined);

@@ -5,6 +5,7 @@ import type { Middleware } from 'koa';
 import { pino } from 'pino';
 import * as v from 'valibot';
 import { startRedis, type RedisService } from '../../../tools/services/index.ts';
+import { eventually } from '../../../test/helpers/eventually.ts';
 import { testServices } from '../../../test/helpers/services.ts';
 import { closeRedis, connectRedis } from '../db/redis.ts';
 import { createApp } from '../http/app.ts';
@@ -243,7 +244,7 @@ describe('rate limit while Redis is down (in-memory fallback per node)', functio
     expect((await get(http.url, '/api/ping', 'dora')).status).to.equal(200);
     await server.stop();
     // The client notices the closed socket; from then on the limiter must not wait for Redis.
-    while (redis.status === 'ready') await new Promise((resolve) => setTimeout(resolve, 20));
+    await eventually('the client to notice Redis is gone', () => redis.status !== 'ready', 10_000, 20);
     const statuses: number[] = [];
     const started = Date.now();
     for (let i = 0; i < 4; i++) {

@@ -96,16 +96,7 @@ export function postRequest(
   body: (i: number) => unknown,
   headers: (i: number) => Record<string, string> = () => ({}),
 ): Send {
-  return async (client, i) =>
-    finish(
-      `POST ${path}`,
-      await client.request({
-        method: 'POST',
-        path,
-        headers: { 'content-type': 'application/json', ...headers(i) },
-        body: JSON.stringify(body(i)),
-      }),
-    );
+  return jsonRequest('POST', path, body, headers);
 }
 
 export function putRequest(
@@ -113,11 +104,20 @@ export function putRequest(
   body: (i: number) => unknown,
   headers: (i: number) => Record<string, string> = () => ({}),
 ): Send {
+  return jsonRequest('PUT', path, body, headers);
+}
+
+function jsonRequest(
+  method: 'POST' | 'PUT',
+  path: string,
+  body: (i: number) => unknown,
+  headers: (i: number) => Record<string, string>,
+): Send {
   return async (client, i) =>
     finish(
-      `PUT ${path}`,
+      `${method} ${path}`,
       await client.request({
-        method: 'PUT',
+        method,
         path,
         headers: { 'content-type': 'application/json', ...headers(i) },
         body: JSON.stringify(body(i)),
