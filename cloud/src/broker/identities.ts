@@ -3,6 +3,7 @@
  * 256-bit secret stored only as its SHA-256 hash, in the `mqtt_identities` collection. One collection for every
  * role, keyed by id, so an id names one identity whatever its role (a machine can never share a gateway's id).
  */
+import { isDuplicateKey } from '../db/mongo.ts';
 import mongoose, { Schema, type Connection, type Model } from 'mongoose';
 import { IDENTITY_ROLES, type IdentityRole } from '../../../tools/mqtt/identity.ts';
 
@@ -19,16 +20,8 @@ export interface IdentityRecord {
   disabledAt?: Date;
 }
 
-interface IdentityDoc {
-  _id: string;
-  role: IdentityRole;
-  branches: string[];
-  gateway?: string;
-  secretHash: string;
-  createdAt: Date;
-  disabled: boolean;
-  disabledAt?: Date;
-}
+/** An identity as stored: keyed by its id. */
+type IdentityDoc = Omit<IdentityRecord, 'id'> & { _id: string };
 
 const IdentitySchema = new Schema<IdentityDoc>(
   {
@@ -97,7 +90,7 @@ export function createIdentityStore(mongo: Connection): IdentityStore {
           disabled: record.disabled,
         });
       } catch (err) {
-        if ((err as { code?: number }).code === 11000) throw new IdentityExists(record.id);
+        if (isDuplicateKey(err)) throw new IdentityExists(record.id);
         throw err;
       }
     },

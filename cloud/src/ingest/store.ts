@@ -16,6 +16,7 @@
  * The driver's collections are used directly (not mongoose models): the payloads were validated against the
  * protocol schemas already, and a 500-record batch should cost one round trip, not 500 casts.
  */
+import { DUPLICATE_KEY, isDuplicateKey } from '../db/mongo.ts';
 import type { Collection, Db, Document } from 'mongodb';
 import { MongoBulkWriteError, MongoServerError, type WriteError } from 'mongodb';
 import type {
@@ -50,7 +51,6 @@ export const TELEMETRY_BUCKET_MS = 60_000;
 /** Longest raw excerpt kept in a dead letter, in characters. */
 export const MAX_DEAD_LETTER_EXCERPT = 2_048;
 
-const DUPLICATE_KEY = 11000;
 const NAMESPACE_EXISTS = 48;
 
 /**
@@ -327,7 +327,7 @@ async function upsertBucket(
     } catch (err) {
       // Two writers creating one bucket at once: the loser's insert hits the winner's _id; the bucket exists now,
       // so the same update applies to it (real MongoDB retries this itself).
-      if (attempt >= 3 || !(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw err;
+      if (attempt >= 3 || !(err instanceof MongoServerError && isDuplicateKey(err))) throw err;
     }
   }
 }
