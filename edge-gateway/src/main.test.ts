@@ -21,7 +21,7 @@ describe('edge gateway as a process (npm run gateway)', function () {
 
   before(async () => {
     site = await createTestSite(2);
-    certs = makeDevCertificates(site.dir);
+    certs = await makeDevCertificates(site.dir);
     cloud = await startStandInCloud(
       { id: site.gatewayId, secret: site.gatewaySecret },
       { tls: { key: certs.key, cert: certs.cert, ca: certs.ca } },

@@ -22,7 +22,7 @@ import type {
   UplinkRecord,
 } from '../../../protocol/index.ts';
 import type { IngestMetrics } from './metrics.ts';
-import type { RateLimitedLog } from './rate-limited-log.ts';
+import type { RateLimitedLog } from '../../../tools/runtime/rate-limited-log.ts';
 import type { SourceCheck } from './sources.ts';
 import {
   MAX_DEAD_LETTER_EXCERPT,
@@ -159,7 +159,9 @@ export async function processBatch(batch: ReceivedBatch, deps: BatchDeps): Promi
     return 'live';
   }
 
-  const letters = refused.map((r) => deadLetterOf(batch, parsed.batchId, r));
+  // The raw batch is parsed again for the refused records' excerpts: once per batch, and only if one was refused.
+  const rawRecords = refused.length === 0 ? undefined : rawRecordsOf(batch.payload);
+  const letters = refused.map((r) => deadLetterOf(batch, parsed.batchId, r, rawRecords));
   const byKind = new Map<StoredRecordKind, RecordDocument[]>();
   const samples: TelemetrySample[] = [];
   const ingestedAt = new Date(batch.receivedAtMs);
@@ -350,7 +352,12 @@ async function sendAck(batch: ReceivedBatch, deps: BatchDeps, ack: UplinkAck): P
   deps.metrics.ackLatency.observe({ lane: batch.lane }, (performance.now() - batch.receivedPerfMs) / 1000);
 }
 
-function deadLetterOf(batch: ReceivedBatch, batchId: BatchId, r: Refusal): DeadLetterDocument {
+function deadLetterOf(
+  batch: ReceivedBatch,
+  batchId: BatchId,
+  r: Refusal,
+  rawRecords: readonly unknown[] | undefined,
+): DeadLetterDocument {
   return {
     _id: `${batch.gateway}:${batchId}:${r.index}`,
     branch: batch.branch,
@@ -363,7 +370,7 @@ function deadLetterOf(batch: ReceivedBatch, batchId: BatchId, r: Refusal): DeadL
     reason: r.reason,
     ...(r.path === undefined ? {} : { path: r.path }),
     ...(r.issue === undefined ? {} : { issue: r.issue }),
-    raw: excerptOfRecord(batch.payload, r.index),
+    raw: excerptOfRecord(rawRecords, r.index),
     receivedAt: new Date(batch.receivedAtMs),
   };
 }
@@ -371,16 +378,21 @@ function deadLetterOf(batch: ReceivedBatch, batchId: BatchId, r: Refusal): DeadL
 /** Keys whose values are credentials (QR tokens, card UIDs, secrets): blanked in dead letters. */
 const CREDENTIAL_KEY = /^(token|uid|secret|password|jws|credential)$/i;
 
-/**
- * The refused record as JSON, credentials blanked, cut to MAX_DEAD_LETTER_EXCERPT characters. The batch is parsed
- * again here, which costs only when something was refused.
- */
-function excerptOfRecord(payload: Buffer, index: number): string {
+/** The batch's records as received (before any schema stripped them), for excerpts; undefined if unreadable. */
+function rawRecordsOf(payload: Buffer): readonly unknown[] | undefined {
   try {
-    const batch = JSON.parse(payload.toString('utf8')) as { records?: unknown[] };
-    const record = Array.isArray(batch.records) ? batch.records[index] : undefined;
+    const batch = JSON.parse(payload.toString('utf8')) as { records?: unknown };
+    return Array.isArray(batch.records) ? batch.records : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The refused record as JSON, credentials blanked, cut to MAX_DEAD_LETTER_EXCERPT characters. */
+function excerptOfRecord(rawRecords: readonly unknown[] | undefined, index: number): string {
+  try {
     return cut(
-      JSON.stringify(record, (key, value: unknown) =>
+      JSON.stringify(rawRecords?.[index], (key, value: unknown) =>
         CREDENTIAL_KEY.test(key) && typeof value !== 'object' ? '[redacted]' : value,
       ) ?? '',
     );

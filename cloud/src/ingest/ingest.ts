@@ -24,7 +24,7 @@ import { processBatch, type ReceivedBatch } from './batch.ts';
 import type { IngestConfig } from './config.ts';
 import { createLiveUpdater } from './live-updates.ts';
 import { ingestMetrics, type IngestMetrics } from './metrics.ts';
-import { createRateLimitedLog, type RateLimitedLog } from './rate-limited-log.ts';
+import { createRateLimitedLog, type RateLimitedLog } from '../../../tools/runtime/rate-limited-log.ts';
 import { createSourceCheck, type MachineDirectory } from './sources.ts';
 import { createIngestStore, ensureIngestCollections } from './store.ts';
 import { createWorkQueue } from './work-queue.ts';

@@ -11,7 +11,7 @@ import type { LivePublisher } from '../machines/live-publisher.ts';
 import type { LiveState, MachineUpdate } from '../machines/live-state.ts';
 import type { AcceptedRecord } from './batch.ts';
 import type { IngestMetrics } from './metrics.ts';
-import type { RateLimitedLog } from './rate-limited-log.ts';
+import type { RateLimitedLog } from '../../../tools/runtime/rate-limited-log.ts';
 
 export type ApplyLive = (branch: BranchId, gateway: GatewayId, records: readonly AcceptedRecord[]) => Promise<void>;
 

@@ -30,6 +30,22 @@ describe('scheduled jobs: telemetry and dead-letter retention (agenda on the Mon
     await mongo.close();
   });
 
+  /** What every startJobs here shares: the suite's database and clock, 30-day retention run hourly. */
+  function jobsOptions(mongoUrl: string) {
+    return {
+      mongoUrl,
+      db: mongo.db!,
+      clock,
+      log: pino({ level: 'silent' }),
+      config: {
+        telemetryRetentionDays: 30,
+        deadLetterRetentionDays: 30,
+        retentionIntervalMinutes: 60,
+        pollIntervalMs: 100,
+      },
+    };
+  }
+
   /** Buckets starting `ageDays` before now (and a dead letter received then), named by their age. */
   async function seed(ages: readonly number[]) {
     await mongo.db!.collection(TELEMETRY_COLLECTION).deleteMany({});
@@ -84,16 +100,7 @@ describe('scheduled jobs: telemetry and dead-letter retention (agenda on the Mon
     let jobs: Jobs;
     before(async () => {
       jobs = await startJobs({
-        mongoUrl: `${testServices().mongoUrl}/${dbName}`,
-        db: mongo.db!,
-        clock,
-        log: pino({ level: 'silent' }),
-        config: {
-          telemetryRetentionDays: 30,
-          deadLetterRetentionDays: 30,
-          retentionIntervalMinutes: 60,
-          pollIntervalMs: 100,
-        },
+        ...jobsOptions(`${testServices().mongoUrl}/${dbName}`),
         connectTimeoutMs: 2_000,
         // Agenda leaves a lockLifetime/2 timer behind after a run: short, so the test process exits promptly.
         lockLifetimeMs: 2_000,
@@ -109,16 +116,7 @@ describe('scheduled jobs: telemetry and dead-letter retention (agenda on the Mon
 
       // A restart keeps the schedule it finds instead of pushing the next run back by an interval.
       const restarted = await startJobs({
-        mongoUrl: `${testServices().mongoUrl}/${dbName}`,
-        db: mongo.db!,
-        clock,
-        log: pino({ level: 'silent' }),
-        config: {
-          telemetryRetentionDays: 30,
-          deadLetterRetentionDays: 30,
-          retentionIntervalMinutes: 60,
-          pollIntervalMs: 100,
-        },
+        ...jobsOptions(`${testServices().mongoUrl}/${dbName}`),
         connectTimeoutMs: 2_000,
       });
       await restarted.stop();
@@ -158,16 +156,7 @@ describe('scheduled jobs: telemetry and dead-letter retention (agenda on the Mon
       try {
         await startJobs({
           // A port nothing listens on (the discard port, closed on loopback).
-          mongoUrl: 'mongodb://127.0.0.1:9/nowhere',
-          db: mongo.db!,
-          clock,
-          log: pino({ level: 'silent' }),
-          config: {
-            telemetryRetentionDays: 30,
-            deadLetterRetentionDays: 30,
-            retentionIntervalMinutes: 60,
-            pollIntervalMs: 100,
-          },
+          ...jobsOptions('mongodb://127.0.0.1:9/nowhere'),
           connectTimeoutMs: 300,
         });
       } catch (err) {

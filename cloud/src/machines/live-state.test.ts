@@ -11,6 +11,7 @@ import {
 import type {
   BootId,
   GatewayState,
+  MachineId,
   MachineMeta,
   MachineStatus,
   MsgId,
@@ -85,6 +86,8 @@ describe('live machine state in Redis (real redis-server, Lua compare-and-set)',
   let n = 0;
   // A fresh machine per property run, so runs never see each other's state.
   const nextMachine = () => asMachineId(`m-${++n}`);
+  const applyStatus = (machine: MachineId, s: MachineStatus, nowMs: number) =>
+    live.applyMachine({ branch, machine, gateway, status: s }, nowMs);
 
   before(async () => {
     redis = await connectTestRedis();
@@ -165,35 +168,23 @@ describe('live machine state in Redis (real redis-server, Lua compare-and-set)',
 
   it('ignores an older status after a newer one, and lets a new boot with a later time win', async () => {
     const machine = nextMachine();
-    const newer = await live.applyMachine(
-      {
-        branch,
-        machine,
-        gateway,
-        status: status({ bootId: 'b1', seq: 5, ts: T0 + 5, conn: 1, lastWill: false }, 'in_use', T0 + 5),
-      },
+    const newer = await applyStatus(
+      machine,
+      status({ bootId: 'b1', seq: 5, ts: T0 + 5, conn: 1, lastWill: false }, 'in_use', T0 + 5),
       T0 + 10,
     );
     expect(newer).to.include({ changed: true, statusApplied: true });
-    const older = await live.applyMachine(
-      {
-        branch,
-        machine,
-        gateway,
-        status: status({ bootId: 'b1', seq: 4, ts: T0 + 4, conn: 1, lastWill: false }, 'available', T0 + 4),
-      },
+    const older = await applyStatus(
+      machine,
+      status({ bootId: 'b1', seq: 4, ts: T0 + 4, conn: 1, lastWill: false }, 'available', T0 + 4),
       T0 + 11,
     );
     expect(older).to.include({ changed: false, statusApplied: false });
     expect(older.availability).to.include({ status: 'in_use', since: T0 + 5 });
     // The machine restarted: a new boot id, seq from 0, a later event time.
-    const rebooted = await live.applyMachine(
-      {
-        branch,
-        machine,
-        gateway,
-        status: status({ bootId: 'b2', seq: 0, ts: T0 + 20, conn: 0, lastWill: false }, 'available', T0 + 20),
-      },
+    const rebooted = await applyStatus(
+      machine,
+      status({ bootId: 'b2', seq: 0, ts: T0 + 20, conn: 0, lastWill: false }, 'available', T0 + 20),
       T0 + 21,
     );
     expect(rebooted).to.include({ changed: true, statusApplied: true });
@@ -222,22 +213,14 @@ describe('live machine state in Redis (real redis-server, Lua compare-and-set)',
 
   it('keeps the since of an unchanged status, and dates a last will by its fallback', async () => {
     const machine = nextMachine();
-    await live.applyMachine(
-      {
-        branch,
-        machine,
-        gateway,
-        status: status({ bootId: 'b', seq: 1, ts: T0 + 1, conn: 0, lastWill: false }, 'available', T0),
-      },
+    await applyStatus(
+      machine,
+      status({ bootId: 'b', seq: 1, ts: T0 + 1, conn: 0, lastWill: false }, 'available', T0),
       T0,
     );
-    const same = await live.applyMachine(
-      {
-        branch,
-        machine,
-        gateway,
-        status: { ...status({ bootId: 'b', seq: 2, ts: T0 + 2, conn: 0, lastWill: false }, 'available') },
-      },
+    const same = await applyStatus(
+      machine,
+      { ...status({ bootId: 'b', seq: 2, ts: T0 + 2, conn: 0, lastWill: false }, 'available') },
       T0 + 2,
     );
     expect(same.availability).to.include({ status: 'available', since: T0 });

@@ -7,6 +7,7 @@
  * most `MAX_KEPT_PAYLOAD_BYTES` of the payload for inspection; it is never logged (it may carry a QR token).
  */
 import type { Logger } from '../../../tools/runtime/logger.ts';
+import { createRateLimitedLog, type RateLimitedLog } from '../../../tools/runtime/rate-limited-log.ts';
 
 /** Most payload bytes kept per entry. */
 export const MAX_KEPT_PAYLOAD_BYTES = 4 * 1024;
@@ -63,32 +64,14 @@ export interface RejectedListOptions {
 export function createRejectedList({ keep, log, nowMs, onRejected }: RejectedListOptions): RejectedList {
   const ring: RejectedEntry[] = [];
   const counts = new Map<string, number>();
-  const lastLogged = new Map<string, { at: number; suppressed: number }>();
+  // One rate-limited log per origin, keyed by reason: at most one line per `origin:reason` per interval.
+  const clock = { nowMs };
+  const logs = {
+    machine: createRateLimitedLog({ log, clock, intervalMs: REJECT_LOG_INTERVAL_MS }),
+    cloud: createRateLimitedLog({ log, clock, intervalMs: REJECT_LOG_INTERVAL_MS }),
+    gateway: createRateLimitedLog({ log, clock, intervalMs: REJECT_LOG_INTERVAL_MS }),
+  } satisfies Record<RejectedEntry['origin'], RateLimitedLog>;
   let total = 0;
-
-  function logRateLimited(entry: RejectedEntry, key: string): void {
-    const seen = lastLogged.get(key);
-    if (seen !== undefined && entry.at - seen.at < REJECT_LOG_INTERVAL_MS) {
-      seen.suppressed += 1;
-      return;
-    }
-    const suppressed = seen?.suppressed ?? 0;
-    lastLogged.set(key, { at: entry.at, suppressed: 0 });
-    log.warn(
-      {
-        origin: entry.origin,
-        reason: entry.reason,
-        source: entry.source,
-        topic: entry.topic,
-        msgId: entry.msgId,
-        path: entry.path,
-        issue: entry.issue,
-        bytes: entry.bytes,
-        ...(suppressed > 0 ? { suppressed } : {}),
-      },
-      LOG_MESSAGES[entry.origin],
-    );
-  }
 
   return {
     add(input) {
@@ -108,7 +91,19 @@ export function createRejectedList({ keep, log, nowMs, onRejected }: RejectedLis
         if (ring.length > keep) ring.shift();
       }
       onRejected?.(entry);
-      logRateLimited(entry, key);
+      logs[entry.origin].warn(
+        entry.reason,
+        {
+          origin: entry.origin,
+          source: entry.source,
+          topic: entry.topic,
+          msgId: entry.msgId,
+          path: entry.path,
+          issue: entry.issue,
+          bytes: entry.bytes,
+        },
+        LOG_MESSAGES[entry.origin],
+      );
     },
     entries: () => ring.slice(),
     counts: () => Object.fromEntries(counts),

@@ -1,10 +1,10 @@
 /**
- * A throwaway CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI (Debian openssl), so
- * tests run the forwarder over real TLS with GATEWAY_UPLINK_CA_FILE exactly as in production.
+ * A throwaway CA and a server certificate for 127.0.0.1/localhost (the cloud broker's development CA, made with the
+ * openssl CLI), so tests run the forwarder over real TLS with GATEWAY_UPLINK_CA_FILE exactly as in production.
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { generateDevelopmentCa } from '../../../tools/mqtt/dev-ca.ts';
 
 export interface DevCertificates {
   readonly caFile: string;
@@ -13,62 +13,15 @@ export interface DevCertificates {
   readonly cert: Buffer;
 }
 
-export function makeDevCertificates(dir: string): DevCertificates {
-  const p = (name: string) => path.join(dir, name);
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=nxg test CA',
-    '-keyout',
-    p('ca.key'),
-    '-out',
-    p('ca.pem'),
-  );
-  openssl(
-    'req',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-keyout',
-    p('server.key'),
-    '-out',
-    p('server.csr'),
-  );
-  writeFileSync(p('san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    p('server.csr'),
-    '-CA',
-    p('ca.pem'),
-    '-CAkey',
-    p('ca.key'),
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-extfile',
-    p('san.ext'),
-    '-out',
-    p('server.pem'),
-  );
-  return {
-    caFile: p('ca.pem'),
-    ca: readFileSync(p('ca.pem')),
-    key: readFileSync(p('server.key')),
-    cert: readFileSync(p('server.pem')),
-  };
+/** Generates the certificates into `<dir>/tls` (which must not exist yet). */
+export async function makeDevCertificates(dir: string): Promise<DevCertificates> {
+  const tls = path.join(dir, 'tls');
+  await generateDevelopmentCa(tls, ['IP:127.0.0.1', 'DNS:localhost']);
+  const caFile = path.join(tls, 'ca.crt');
+  const [ca, key, cert] = await Promise.all([
+    readFile(caFile),
+    readFile(path.join(tls, 'server.key')),
+    readFile(path.join(tls, 'server.crt')),
+  ]);
+  return { caFile, ca, key, cert };
 }

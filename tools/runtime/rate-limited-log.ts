@@ -1,11 +1,12 @@
 /**
- * Logging bad input without letting a broken or hostile sender flood the log: at most one line per reason per
+ * Logging bad input without letting a broken or hostile sender flood the log: at most one line per key per
  * interval; the next line says how many were suppressed meanwhile. Counting is the metrics' job, not the log's.
  */
-import type { Clock } from '../../../tools/runtime/clock.ts';
-import type { Logger } from '../../../tools/runtime/logger.ts';
+import type { Clock } from './clock.ts';
+import type { Logger } from './logger.ts';
 
 export interface RateLimitedLog {
+  /** Logs `{ reason, ...fields }` unless a line for `reason` went out less than an interval ago. */
   warn(reason: string, fields: Record<string, unknown>, message: string): void;
 }
 
@@ -16,7 +17,7 @@ export function createRateLimitedLog({
   maxReasons = 1_000,
 }: {
   log: Logger;
-  clock: Clock;
+  clock: Pick<Clock, 'nowMs'>;
   intervalMs?: number;
   /** Bound on the reasons tracked, in case a caller ever builds reasons from input. */
   maxReasons?: number;
