@@ -546,6 +546,24 @@ export const examples: { readonly [K in PayloadName]: readonly [PayloadOf<K>, ..
       data: { machine: 'row-03', branch: 'demo' },
     },
   ]),
+  QrTokenClaims: parsed('QrTokenClaims', [
+    { sub: ids.member, nonce: 'q9Xr2LmT4vWz', iat: T0 / 1000 - 5, exp: T0 / 1000 + 55 },
+  ]),
+  GatewayEnrolmentRequest: parsed('GatewayEnrolmentRequest', [
+    { token: 'o2VbX9kq4Lr7tZc1mN8pQ3sW6yA0dF5hJ2uE7iK9gB4', version: '0.4.0', hostname: 'demo-gw-01' },
+  ]),
+  GatewayEnrolmentResponse: parsed('GatewayEnrolmentResponse', [
+    {
+      branch: ids.branch,
+      gateway: ids.gateway,
+      mqtt: {
+        username: ids.gateway,
+        password: 'Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5',
+        url: 'mqtts://cloud.example:8883',
+      },
+      configKeys: [{ kid: EXAMPLE_CONFIG_KEY.kid, crv: 'P-256', x: EXAMPLE_CONFIG_KEY.x, y: EXAMPLE_CONFIG_KEY.y }],
+    },
+  ]),
 };
 
 /** One example topic per kind, on the example ids (used by the docs and the round-trip tests). */

@@ -8,6 +8,8 @@
  * - topics.ts — topic builders, `parseTopic`, subscription filters, QoS/retain policy per topic kind
  * - envelope.ts — the record envelope, ordering, the envelope stamper
  * - messages/*.ts — payload schemas and types
+ * - messages/enrolment.ts — gateway enrolment over REST
+ * - jws.ts — signed documents (ES256 JWS per `typ`), QR token claims, signing and verifying
  * - payloads.ts — payload registry, `parsePayload`, `parseUplinkBatch`
  * - json-schema.ts — JSON Schema of every payload
  * - examples.ts — valid examples of every payload (import it directly; it is not re-exported here)
@@ -28,6 +30,8 @@ export * from './messages/event.ts';
 export * from './messages/command.ts';
 export * from './messages/gateway.ts';
 export * from './messages/cloud.ts';
+export * from './messages/enrolment.ts';
+export * from './jws.ts';
 export * from './parse.ts';
 export * from './payloads.ts';
 export * from './json-schema.ts';

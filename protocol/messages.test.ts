@@ -273,6 +273,22 @@ const INVALID: { [K in PayloadName]: [InvalidCase, ...InvalidCase[]] } = {
     { what: 'a 257-character data value', set: { 'data.machine': 'x'.repeat(257) }, path: 'data.machine' },
     { what: 'a category not in kebab-case', set: { category: 'Waitlist' }, path: 'category' },
   ],
+  QrTokenClaims: [
+    { what: 'a subject with a slash', set: { sub: 'a/b' }, path: 'sub' },
+    { what: 'a short nonce', set: { nonce: 'abc' }, path: 'nonce' },
+    { what: 'iat in milliseconds as a string', set: { iat: '1795549195' }, path: 'iat' },
+    { what: 'no exp', set: { exp: DELETE }, path: 'exp' },
+  ],
+  GatewayEnrolmentRequest: [
+    { what: 'a short token', set: { token: 'abc' }, path: 'token' },
+    { what: 'a token with a dot', set: { token: 'a.'.repeat(20) }, path: 'token' },
+    { what: 'no version', set: { version: DELETE }, path: 'version' },
+  ],
+  GatewayEnrolmentResponse: [
+    { what: 'a gateway id in upper case', set: { gateway: 'GW' }, path: 'gateway' },
+    { what: 'a short password', set: { 'mqtt.password': 'x' }, path: 'mqtt.password' },
+    { what: 'no config keys', set: { configKeys: [] }, path: 'configKeys' },
+  ],
 };
 
 function applyChanges(value: unknown, changes: Record<string, unknown>): unknown {

@@ -26,6 +26,7 @@ import {
   MachineRebirthCommand,
   MachineUnlinkCommand,
 } from './messages/command.ts';
+import { GatewayEnrolmentRequest, GatewayEnrolmentResponse } from './messages/enrolment.ts';
 import { MachineEvent } from './messages/event.ts';
 import {
   CheckInRequest,
@@ -47,6 +48,7 @@ import { MachineMeta } from './messages/meta.ts';
 import { MachineStatus } from './messages/status.ts';
 import { Telemetry } from './messages/telemetry.ts';
 import { Workout } from './messages/workout.ts';
+import { QrTokenClaims } from './jws.ts';
 import { decodeJson, unknownKeysOf, validate } from './parse.ts';
 import type { ParseFailure, ParseResult } from './parse.ts';
 import type { GatewayCommandName, MachineCommandName, ParsedTopic, RequestName, UserLiveTopic } from './topics.ts';
@@ -95,6 +97,9 @@ export const PAYLOADS = {
   LiveMachine: { schema: LiveMachine, maxBytes: 2 * KiB },
   UserLiveWorkout: { schema: UserLiveWorkout, maxBytes: 64 * KiB },
   UserNotification: { schema: UserNotification, maxBytes: 8 * KiB },
+  QrTokenClaims: { schema: QrTokenClaims, maxBytes: 1 * KiB },
+  GatewayEnrolmentRequest: { schema: GatewayEnrolmentRequest, maxBytes: 1 * KiB },
+  GatewayEnrolmentResponse: { schema: GatewayEnrolmentResponse, maxBytes: 4 * KiB },
 } as const satisfies Record<string, PayloadSpec>;
 
 export type PayloadName = keyof typeof PAYLOADS;

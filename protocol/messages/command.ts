@@ -157,6 +157,21 @@ export const QrVerificationKey = v.object({
   y: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/), v.description('JWK y, base64url')),
 });
 
+/**
+ * A reader attached to the gateway: at a door (a scan checks in or out) or mounted on a machine (a scan links the
+ * member to that machine, or unlinks them if they are the one linked).
+ */
+export const GatewayReaderConfig = v.variant('action', [
+  v.object({ reader: ReaderId, kind: v.picklist(CREDENTIAL_KINDS), action: v.picklist(ACCESS_ACTIONS) }),
+  v.object({
+    reader: ReaderId,
+    kind: v.picklist(CREDENTIAL_KINDS),
+    action: v.pipe(v.literal('link'), v.description('Machine-mounted: link or unlink the member')),
+    machine: MachineId,
+  }),
+]);
+export type GatewayReaderConfig = v.InferOutput<typeof GatewayReaderConfig>;
+
 /** The payload of the configuration JWS. */
 export const GatewayConfigDocument = v.pipe(
   v.object({
@@ -175,15 +190,9 @@ export const GatewayConfigDocument = v.pipe(
       v.description('Machines allowed on this gateway’s broker, with their secrets’ hashes'),
     ),
     readers: v.pipe(
-      v.array(
-        v.object({
-          reader: ReaderId,
-          kind: v.picklist(CREDENTIAL_KINDS),
-          action: v.picklist(ACCESS_ACTIONS),
-        }),
-      ),
+      v.array(GatewayReaderConfig),
       v.maxLength(32),
-      v.description('Door readers and what a scan at each means'),
+      v.description('Readers (door or machine-mounted) and what a scan at each means'),
     ),
     qrKeys: v.pipe(
       v.array(QrVerificationKey),
