@@ -48,8 +48,10 @@ export async function startMongo(options: StartMongoOptions): Promise<MongoServi
     name: 'mongo-stand-in',
     command: 'java',
     args: [
-      // Without a heap limit RSS reached 1.5 GiB after 100k documents; 277 MiB with it.
-      '-Xmx256m',
+      // Without a heap limit RSS reached 1.5 GiB after 100k documents; 277 MiB with 256m. In memory every
+      // document lives on the heap: the whole test suite shares one server, and 256m ran out at ~62k uplink
+      // records in the fault tests (OutOfMemoryError), so the in-memory server gets more room than the H2 one.
+      `-Xmx${options.storage.kind === 'memory' ? 1536 : 256}m`,
       '-XX:+UseSerialGC',
       '-XX:+ExitOnOutOfMemoryError',
       '-cp',
