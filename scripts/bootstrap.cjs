@@ -34,6 +34,11 @@ const debianPackages = [
   { pkg: 'util-linux', bin: 'setpriv', purposes: ['start', 'test'] },
   // The cloud broker generates its development CA and TLS certificate with the openssl CLI.
   { pkg: 'openssl', bin: 'openssl', purposes: ['start', 'test'] },
+  // NFC: nfc-pcsc's @pokusew/pcsclite compiles against libpcsclite-dev's headers during `npm ci` (so before it, for
+  // both purposes); the NFC tests run pcscd with vsmartcard's virtual reader driver (vpcd) and a virtual card.
+  { pkg: 'libpcsclite-dev', bin: 'pcsc-spy', purposes: ['start', 'test'] },
+  { pkg: 'pcscd', bin: 'pcscd', purposes: ['test'] },
+  { pkg: 'vsmartcard-vpcd', bin: 'vpcd-config', purposes: ['test'] },
 ];
 
 function ensureDebianPackages() {
@@ -52,6 +57,9 @@ function ensureDebianPackages() {
   run('apt-get', ['update', '-qq'], { cwd: root, env });
   run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...names], { cwd: root, env });
   disableSystemServices(names.filter((name) => name === 'redis-server' || name === 'mosquitto'));
+  // vpcd's own reader.conf would have any system pcscd listen for virtual cards on TCP 35963/35964 on all
+  // interfaces; the NFC tests give their pcscd a reader.conf of their own (edge-gateway/src/testing/).
+  if (names.includes('vsmartcard-vpcd')) fs.rmSync('/etc/reader.conf.d/vpcd', { force: true });
 }
 
 /**

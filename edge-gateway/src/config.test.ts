@@ -38,7 +38,16 @@ describe('edge gateway: configuration', () => {
       reconnectMaxMs: 30_000,
       stateIntervalMs: 30_000,
     });
-    expect(config.queue).to.deep.equal({ capRecords: 200_000, capBytes: 128 * 1024 * 1024 });
+    expect(config.dataDir).to.equal('data/gateway');
+    expect(config.queue).to.deep.equal({
+      file: 'data/gateway/uplink-queue.sqlite',
+      capRecords: 2_000_000,
+      capBytes: 1024 * 1024 * 1024,
+      commitDelayMs: 5,
+      commitMaxRows: 100,
+      minOfflineHours: 4,
+    });
+    expect(config.uplink).to.deep.include({ drainMaxPerS: 10_000, live: true });
     expect(config.secret).to.deep.equal({ value: 'x'.repeat(43) });
     expect(config.log).to.deep.equal({ level: 'info', pretty: false });
     expect(config.rejectedKeep).to.equal(1_000);
@@ -56,6 +65,10 @@ describe('edge gateway: configuration', () => {
       GATEWAY_UPLINK_CA_FILE: '/ca.pem',
       GATEWAY_UPLINK_WINDOW_BATCHES: '8',
       GATEWAY_QUEUE_MAX_RECORDS: '5000',
+      GATEWAY_DATA_DIR: '/var/lib/nxg-gateway',
+      GATEWAY_QUEUE_MIN_OFFLINE_HOURS: '12',
+      GATEWAY_UPLINK_DRAIN_MAX_PER_S: '0',
+      GATEWAY_UPLINK_LIVE: 'false',
       LOG_FORMAT: 'pretty',
       LOG_LEVEL: 'debug',
     });
@@ -63,7 +76,12 @@ describe('edge gateway: configuration', () => {
     expect(config.broker).to.deep.include({ host: '0.0.0.0', port: 0 });
     expect(config.health.port).to.equal(9000);
     expect(config.uplink).to.deep.include({ url: 'mqtt://cloud.internal:1883', caFile: '/ca.pem', windowBatches: 8 });
-    expect(config.queue.capRecords).to.equal(5_000);
+    expect(config.queue).to.deep.include({
+      capRecords: 5_000,
+      file: '/var/lib/nxg-gateway/uplink-queue.sqlite',
+      minOfflineHours: 12,
+    });
+    expect(config.uplink).to.deep.include({ drainMaxPerS: 0, live: false });
     expect(config.log).to.deep.equal({ level: 'debug', pretty: true });
   });
 
@@ -85,6 +103,30 @@ describe('edge gateway: configuration', () => {
       expect(text).to.include(name);
     }
     expect(text).to.not.include('short');
+  });
+
+  it('needs neither secret nor machines file once enrolled, and reads the access variables', () => {
+    const enrolled = loadGatewayConfig(
+      {
+        GATEWAY_DATA_DIR: '/var/lib/nxg-gateway',
+        GATEWAY_QR_READERS: 'door-in=/dev/ttyACM0, door-out=/run/qr-out.fifo',
+        GATEWAY_NFC_READERS: 'desk=ACS ACR122U PICC Interface 00 00',
+        GATEWAY_ACCESS_TIMEOUT_MS: '400',
+      },
+      { enrolled: (dir) => dir === '/var/lib/nxg-gateway' },
+    );
+    expect(enrolled.secret).to.equal(undefined);
+    expect(enrolled.machinesFile).to.equal(undefined);
+    expect(enrolled.access).to.deep.include({ requestTimeoutMs: 400 });
+    expect(enrolled.access?.qrReaders).to.deep.equal([
+      { reader: 'door-in', path: '/dev/ttyACM0' },
+      { reader: 'door-out', path: '/run/qr-out.fifo' },
+    ]);
+    expect(enrolled.access?.nfcReaders).to.deep.equal([
+      { reader: 'desk', pcscName: 'ACS ACR122U PICC Interface 00 00' },
+    ]);
+    expect(problemsOf({ ...minimal, GATEWAY_QR_READERS: 'door in=/dev/x' }).join()).to.include('GATEWAY_QR_READERS');
+    expect(problemsOf({ ...minimal, GATEWAY_QR_READERS: 'a=/x,a=/y' }).join()).to.include('twice');
   });
 
   it('wants exactly one of the secret and the secret file, and a sane reconnect range', () => {

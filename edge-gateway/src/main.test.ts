@@ -33,13 +33,15 @@ describe('edge gateway as a process (npm run gateway)', function () {
     await site.remove();
   });
 
+  let gateways = 0;
   function spawnGateway(env: Record<string, string>): Promise<ServiceProcess> {
     return spawnService({
       name: 'gateway',
       command: process.execPath,
       args: ['edge-gateway/src/main.ts'],
       cwd: root,
-      env: { PATH: process.env.PATH ?? '', ...env },
+      // A queue of its own per gateway process (never the repository's data/gateway).
+      env: { PATH: process.env.PATH ?? '', GATEWAY_DATA_DIR: path.join(site.dir, `gateway-${++gateways}`), ...env },
     });
   }
 

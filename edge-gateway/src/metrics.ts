@@ -17,6 +17,13 @@ export interface GatewayMetrics {
   readonly queueOldestAgeSeconds: Gauge<'lane'>;
   readonly queueEvicted: Gauge<'lane'>;
   readonly queueFull: Gauge;
+  readonly queueDrainPerSecond: Gauge;
+  readonly queueIntakePerSecond: Gauge<'lane'>;
+  readonly queueOfflineHoursLeft: Gauge;
+  readonly queueForecastLow: Gauge;
+  readonly queueStorageErrors: Counter;
+  readonly queueCommitRows: Histogram;
+  readonly uplinkLiveRecords: Counter<'lane'>;
   readonly uplinkUp: Gauge;
   readonly uplinkConnects: Counter;
   readonly uplinkBatchesSent: Counter<'lane' | 'attempt'>;
@@ -98,6 +105,44 @@ export function createGatewayMetrics({ defaultMetrics = true }: { defaultMetrics
     queueFull: new Gauge({
       name: 'gateway_queue_full',
       help: '1 while the uplink queue refuses new records',
+      registers,
+    }),
+    queueDrainPerSecond: new Gauge({
+      name: 'gateway_queue_drain_records_per_second',
+      help: 'Records per second acked by the cloud and deleted from the uplink queue (EWMA over ~10 s)',
+      registers,
+    }),
+    queueIntakePerSecond: new Gauge({
+      name: 'gateway_queue_intake_records_per_second',
+      help: 'Records per second appended to the uplink queue, by lane (EWMA over ~5 min)',
+      labelNames: ['lane'] as const,
+      registers,
+    }),
+    queueOfflineHoursLeft: new Gauge({
+      name: 'gateway_queue_offline_hours_left',
+      help: 'Hours of outage the queue absorbs at the current intake before it must evict (-1: no intake)',
+      registers,
+    }),
+    queueForecastLow: new Gauge({
+      name: 'gateway_queue_forecast_low',
+      help: '1 while the offline hours left are below GATEWAY_QUEUE_MIN_OFFLINE_HOURS',
+      registers,
+    }),
+    queueStorageErrors: new Counter({
+      name: 'gateway_queue_storage_errors_total',
+      help: 'Commits of the uplink queue that failed on storage (disk full, page limit, I/O)',
+      registers,
+    }),
+    queueCommitRows: new Histogram({
+      name: 'gateway_queue_commit_rows',
+      help: 'Rows written per uplink queue transaction (group commit)',
+      buckets: [1, 2, 5, 10, 25, 50, 100, 250],
+      registers,
+    }),
+    uplinkLiveRecords: new Counter({
+      name: 'gateway_uplink_live_records_total',
+      help: "Machines' latest status and samples sent on the live path ahead of a backlog, by lane",
+      labelNames: ['lane'] as const,
       registers,
     }),
     uplinkUp: new Gauge({ name: 'gateway_uplink_up', help: '1 while connected to the cloud broker', registers }),

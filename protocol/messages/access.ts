@@ -40,6 +40,8 @@ export const ACCESS_ACTIONS = ['check-in', 'check-out'] as const;
 /**
  * Known reasons for a deny (an open set: a receiver treats an unknown reason as a plain deny).
  * `allow-list-stale`: the gateway was offline and its cached allow-list was too old to decide on.
+ * `unlinked`: a link request by the member already linked to that machine unlinked them (a second tap toggles);
+ * the cloud has sent the machine its unlink command.
  */
 export const DENY_REASONS = [
   'unknown-credential',
@@ -55,6 +57,7 @@ export const DENY_REASONS = [
   'allow-list-stale',
   'machine-busy',
   'machine-unavailable',
+  'unlinked',
 ] as const;
 
 /** Who decided: the cloud (online request) or the gateway alone from its cached allow-list. */

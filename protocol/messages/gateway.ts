@@ -341,6 +341,25 @@ export const GatewayOnline = v.object({
     telemetry: LaneStats,
     full: v.pipe(v.boolean(), v.description('At capacity: new QoS 1 records from machines are refused')),
     capBytes: v.optional(count(Number.MAX_SAFE_INTEGER, 'Queue capacity, bytes')),
+    fullReason: v.optional(
+      v.pipe(
+        v.picklist(['capacity', 'storage']),
+        v.description('Why new records are refused: caps reached, or the store failed (disk full, I/O error)'),
+      ),
+    ),
+    drainPerS: v.optional(
+      v.pipe(v.number(), v.minValue(0), v.maxValue(1e9), v.description('Records/s acked by the cloud (recent)')),
+    ),
+    offlineHoursLeft: v.optional(
+      v.pipe(
+        v.number(),
+        v.minValue(0),
+        v.maxValue(1e9),
+        v.description(
+          'Hours of outage the queue absorbs at the current intake before it must evict; absent: no intake',
+        ),
+      ),
+    ),
   }),
   readers: v.pipe(v.array(GatewayReader), v.maxLength(32)),
   machinesConnected: count(MAX_GATEWAY_MACHINES, 'Machines connected to the local broker'),

@@ -66,6 +66,8 @@ describe('edge gateway: health endpoint and metrics', function () {
     });
     expect(Date.parse(body.since)).to.be.at.most(Date.now());
     expect(body.queue).to.deep.include({ depth: 2, full: false });
+    // The durability PRAGMAs as read back from the queue file at open (not fixed text).
+    expect(body.queue.pragmas).to.deep.equal({ journalMode: 'wal', synchronous: 'FULL', lockingMode: 'exclusive' });
     expect(body.queue.lanes.records).to.deep.include({ depth: 1, evicted: 0, inFlightBatches: 1 });
     expect(body.queue.lanes.telemetry).to.deep.include({ depth: 1, inFlightBatches: 1 });
     expect(body.queue.lanes.access).to.deep.equal({

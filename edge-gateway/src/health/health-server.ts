@@ -1,8 +1,9 @@
 /**
  * The gateway's health endpoint and metrics on one small node:http server (127.0.0.1:8081 by default):
  *
- * - `GET /health`: JSON — status, uplink up/down and since when, queue depth/bytes/oldest age per lane, batches in
- *   flight, machines connected, rejected counts by reason. **200 while the gateway accepts records** (`status:
+ * - `GET /health`: JSON — status, uplink up/down and since when, queue depth/bytes/oldest age/evictions per lane
+ *   (`queue.access|records|telemetry`), `queue.full` and why, drain rate, the offline-hours forecast and its alarm,
+ *   batches in flight, machines connected, rejected counts by reason. **200 while the gateway accepts records** (`status:
  *   "ok"`, or `"degraded"` while the uplink is down: storing and forwarding later is its job, and a supervisor
  *   that restarted it for a cloud outage would only make things worse — with the memory queue it would lose the
  *   backlog). **503** when it cannot accept records: the machine broker is not listening, the queue is full, or it
@@ -18,6 +19,7 @@ import type { Logger } from '../../../tools/runtime/logger.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { UplinkStatus } from '../uplink/forwarder.ts';
 import { ageSeconds } from '../uplink/gateway-state.ts';
+import type { QueueInsight } from '../uplink/queue-monitor.ts';
 import type { QueueStats } from '../uplink/queue.ts';
 
 export interface HealthSources {
@@ -28,11 +30,26 @@ export interface HealthSources {
   readonly nowMs: () => number;
   readonly uplink: () => UplinkStatus;
   readonly queue: () => QueueStats;
+  /** Drain rate and offline-hours forecast (queue-monitor.ts); absent: not reported. */
+  readonly queueInsight?: () => QueueInsight;
+  /** Why the queue refuses records ('capacity' or 'storage') while `full`. */
+  readonly queueFullReason?: () => string | undefined;
+  /** The durability PRAGMAs as read back from the queue file; undefined: a queue without a file (tests). */
+  readonly queuePragmas?: () => QueuePragmas | undefined;
   readonly machinesConnected: () => number;
   /** Whether the machine broker is listening. */
   readonly intakeListening: () => boolean;
   readonly rejected: () => { total: number; byReason: Readonly<Record<string, number>> };
   readonly stopping: () => boolean;
+  /** Access path: configuration and allow-list revisions and age, readers, decisions (access/gateway-access.ts). */
+  readonly access?: () => unknown;
+}
+
+/** The queue file's durability PRAGMAs as SQLite reports them (synchronous by name: OFF, NORMAL, FULL, EXTRA). */
+export interface QueuePragmas {
+  readonly journalMode: string;
+  readonly synchronous: string;
+  readonly lockingMode: string;
 }
 
 export interface LaneHealth {
@@ -59,13 +76,29 @@ export interface HealthReport {
     readonly depth: number;
     readonly bytes: number;
     readonly oldestAgeS: number | null;
+    /** New records are refused (no PUBACK): the alarm of RELIABILITY G9/G10. */
     readonly full: boolean;
+    /** 'capacity' (caps reached with only access and records left) or 'storage' (disk full, I/O); null: not full. */
+    readonly fullReason: string | null;
     readonly capRecords: number;
     readonly capBytes: number;
+    /** Records/s acked by the cloud (recent); null: not reported. */
+    readonly drainPerS: number | null;
+    /** Hours of outage absorbed at the current intake before eviction must start; null: no intake. */
+    readonly offlineHoursLeft: number | null;
+    /** offlineHoursLeft is below GATEWAY_QUEUE_MIN_OFFLINE_HOURS. */
+    readonly forecastLow: boolean;
+    /** journal_mode, synchronous, locking_mode read back from the queue file at open; null: no file. */
+    readonly pragmas: QueuePragmas | null;
+    readonly access: LaneHealth;
+    readonly records: LaneHealth;
+    readonly telemetry: LaneHealth;
+    /** The same three lanes, keyed by lane (kept for existing readers). */
     readonly lanes: Readonly<Record<Lane, LaneHealth>>;
   };
   readonly machinesConnected: number;
   readonly rejected: { readonly total: number; readonly byReason: Readonly<Record<string, number>> };
+  readonly access?: unknown;
 }
 
 /** The /health document and its HTTP status. */
@@ -92,6 +125,7 @@ export function healthReport(s: HealthSources): { status: number; body: HealthRe
       ];
     }),
   ) as Record<Lane, LaneHealth>;
+  const insight = s.queueInsight?.();
   const accepting = s.intakeListening() && !queue.full;
   const status = s.stopping() ? 'stopping' : !accepting ? 'unavailable' : uplink.up ? 'ok' : 'degraded';
   return {
@@ -111,12 +145,21 @@ export function healthReport(s: HealthSources): { status: number; body: HealthRe
         bytes: queue.bytes,
         oldestAgeS: oldest === undefined ? null : ageSeconds(now, oldest),
         full: queue.full,
+        fullReason: queue.full ? (s.queueFullReason?.() ?? 'capacity') : null,
         capRecords: queue.capRecords,
         capBytes: queue.capBytes,
+        drainPerS: insight?.drainPerS ?? null,
+        offlineHoursLeft: insight?.offlineHoursLeft ?? null,
+        forecastLow: insight?.forecastLow ?? false,
+        pragmas: s.queuePragmas?.() ?? null,
+        access: lanes.access,
+        records: lanes.records,
+        telemetry: lanes.telemetry,
         lanes,
       },
       machinesConnected: s.machinesConnected(),
       rejected: s.rejected(),
+      ...(s.access === undefined ? {} : { access: s.access() }),
     },
   };
 }
@@ -155,6 +198,13 @@ export function createHealthServer({ host, port, sources, metrics, log }: Health
       );
     }
     metrics.queueFull.set(queue.full ? 1 : 0);
+    const insight = sources.queueInsight?.();
+    if (insight !== undefined) {
+      metrics.queueDrainPerSecond.set(insight.drainPerS);
+      for (const lane of LANES) metrics.queueIntakePerSecond.set({ lane }, insight.intake[lane].recordsPerS);
+      metrics.queueOfflineHoursLeft.set(insight.offlineHoursLeft ?? -1);
+      metrics.queueForecastLow.set(insight.forecastLow ? 1 : 0);
+    }
     metrics.machinesConnected.set(sources.machinesConnected());
   }
 

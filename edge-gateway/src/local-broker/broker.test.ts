@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 
 type QoS = 0 | 1 | 2;
-import { topics } from '../../../protocol/index.ts';
+import { newMsgId, topics } from '../../../protocol/index.ts';
+import { examples } from '../../../protocol/examples.ts';
 import { createLogger } from '../../../tools/runtime/logger.ts';
 import { systemClock } from '../../../tools/runtime/clock.ts';
 import { startGateway, type RunningGateway } from '../gateway.ts';
@@ -124,6 +125,54 @@ describe('edge gateway: local broker for machines', function () {
     expect(held.payload).to.deep.equal(workout);
     expect(held.receivedAt).to.be.a('number');
     expect((await gw.queue.peek('telemetry', { limit: 10 })).length).to.equal(1);
+  });
+
+  it('refuses a machine’s QoS 1 events beyond GATEWAY_EVENT_MAX_HZ (no PUBACK), keeps its order, others unaffected', async () => {
+    gateway = await startGateway({
+      config: { ...testConfig(site, NO_CLOUD), eventMaxHz: 5 },
+      log,
+      clock: systemClock,
+      defaultMetrics: false,
+    });
+    const gw = gateway;
+    const [flooder, calm] = [site.machines[0]!, site.machines[1]!];
+    const eventOf = (machine: string, seq: number) =>
+      JSON.stringify({ ...examples.MachineEvent[0], msgId: newMsgId(), source: machine, bootId: 'boot-a', seq });
+    const flood = await connectMachine(0);
+    const closed = new Promise<void>((resolve) => flood.once('close', () => resolve()));
+    const sent = Array.from({ length: 40 }, (_, i) => eventOf(flooder.id, i + 1));
+    const acked: string[] = [];
+    for (const payload of sent) {
+      flood.publish(topics.machineEvent(site.branch, flooder.id), payload, { qos: 1 }, (err) => {
+        if (!err) acked.push((JSON.parse(payload) as { msgId: string }).msgId);
+      });
+    }
+    await closed; // refused: no PUBACK, and Aedes closes the connection
+    const queuedIds = async () =>
+      (await gw.queue.peek('records', { limit: 1_000 }))
+        .filter((r) => r.source === flooder.id)
+        .map((r) => r.msgId as string);
+    const queued = await queuedIds();
+    const ids = sent.map((p) => (JSON.parse(p) as { msgId: string }).msgId);
+    // The 5/s budget (a one-second burst): a few stored, in publish order with no gap, each one PUBACKed; none after.
+    expect(queued.length).to.be.at.least(5).and.below(sent.length);
+    expect(queued).to.deep.equal(ids.slice(0, queued.length));
+    expect(acked.every((id) => queued.includes(id))).to.equal(true);
+    expect(gw.rejected.counts()['machine:event-rate']).to.be.at.least(1);
+    // The other machine is not limited by the flooder.
+    const other = await connectMachine(1);
+    for (let i = 0; i < 3; i++) {
+      await other.publishAsync(topics.machineEvent(site.branch, calm.id), eventOf(calm.id, i + 1), { qos: 1 });
+    }
+    // The flooder reconnects and resends what was not acknowledged, at the allowed rate: stored in its order.
+    await flood.endAsync(true);
+    const again = await connectMachine(0);
+    const rest = sent.slice(queued.length, queued.length + 4);
+    await new Promise((r) => setTimeout(r, 1_000)); // the budget refills
+    for (const payload of rest)
+      await again.publishAsync(topics.machineEvent(site.branch, flooder.id), payload, { qos: 1 });
+    expect(await queuedIds()).to.deep.equal(ids.slice(0, queued.length + 4));
+    expect((await gw.queue.peek('records', { limit: 1_000 })).filter((r) => r.source === calm.id).length).to.equal(3);
   });
 
   it('drops a machine’s telemetry beyond GATEWAY_TELEMETRY_MAX_HZ, counted, without touching other machines', async () => {

@@ -44,6 +44,11 @@ export interface LocalBrokerOptions {
   readonly intake: Intake;
   readonly metrics: GatewayMetrics;
   readonly log: Logger;
+  /**
+   * A machine's connection is ready (a new one, reconnects included), before any PUBLISH of it is handled: the
+   * gateway forgets its refused records here (UplinkQueue.releaseSource, Intake.release).
+   */
+  readonly onMachineConnected?: (machine: MachineId) => void;
 }
 
 export interface LocalBroker {
@@ -56,11 +61,16 @@ export interface LocalBroker {
   readonly frameCounters: FrameGuardCounters;
   /** Publishes to the machines (a command relayed from the cloud); resolves once Aedes has dispatched it. */
   publish(topic: string, payload: Buffer): Promise<void>;
+  /** Closes the connection of every machine the registry no longer has (a new signed configuration removed it). */
+  disconnectRemoved(): number;
 }
 
-export function createLocalBroker({ config, machines, intake, metrics, log }: LocalBrokerOptions): LocalBroker {
+export function createLocalBroker(options: LocalBrokerOptions): LocalBroker {
+  const { config, machines, intake, metrics, log } = options;
   const branch = machines.branch;
   const authenticated = new WeakMap<Client, MachineId>();
+  /** Machines connected now (for disconnectRemoved). */
+  const connected = new Map<Client, MachineId>();
   const frameCounters = createFrameGuardCounters();
   // Pending (no CONNECT yet) connections per address; no CONNECT rate limit here (machines are provisioned).
   const limits = createConnectionLimits({ maxPendingPerIp: MAX_PENDING_PER_ADDRESS, connectsPerWindow: 0, windowS: 1 });
@@ -116,7 +126,11 @@ export function createLocalBroker({ config, machines, intake, metrics, log }: Lo
     intake.accept(machine, topic, packet).then(
       () => done(null),
       (err: unknown) => {
-        log.error({ err, machine, topic: packet.topic }, 'record could not be queued: no PUBACK, disconnecting');
+        // A full queue raised its alarm once (log, /health, state topic): not one error line per refused record.
+        const full = err instanceof Error && (err.name === 'QueueFullError' || err.name === 'IntakeRefusedError');
+        const fields = { err, machine, topic: packet.topic };
+        if (full) log.debug(fields, 'record refused: no PUBACK, disconnecting');
+        else log.error(fields, 'record could not be queued: no PUBACK, disconnecting');
         done(err instanceof Error ? err : new Error(String(err)));
       },
     );
@@ -159,8 +173,18 @@ export function createLocalBroker({ config, machines, intake, metrics, log }: Lo
         authorizeSubscribe,
       });
       aedes = broker;
-      broker.on('clientReady', updateConnected);
-      broker.on('clientDisconnect', updateConnected);
+      broker.on('clientReady', (client) => {
+        const machine = authenticated.get(client);
+        if (machine !== undefined) {
+          connected.set(client, machine);
+          options.onMachineConnected?.(machine);
+        }
+        updateConnected();
+      });
+      broker.on('clientDisconnect', (client) => {
+        connected.delete(client);
+        updateConnected();
+      });
       broker.on('clientError', (client, err) => {
         log.debug({ clientId: client.id, err: err.message }, 'machine connection error');
       });
@@ -217,6 +241,16 @@ export function createLocalBroker({ config, machines, intake, metrics, log }: Lo
       return aedes?.connectedClients ?? 0;
     },
     frameCounters,
+    disconnectRemoved() {
+      let closed = 0;
+      for (const [client, machine] of connected) {
+        if (machines.has(machine)) continue;
+        log.warn({ machine }, 'machine removed by the configuration: disconnecting');
+        client.close();
+        closed += 1;
+      }
+      return closed;
+    },
     publish(topic, payload) {
       const broker = aedes;
       if (broker === undefined) return Promise.reject(new Error('local broker is not running'));

@@ -5,7 +5,9 @@
  *   1. validate the payload with the protocol schema of the topic (decodeJson and validatePayload never throw);
  *   2. check the envelope names this machine as its source;
  *   3. map it to an UplinkRecord of the topic's kind (its lane follows from the kind);
- *   4. append it to the uplink queue — and only when that resolves does the caller let Aedes acknowledge.
+ *   4. append it to the uplink queue — and only when that resolves (the durable queue: after its group commit)
+ *      does the caller let Aedes acknowledge. When the queue refuses (full, or its store failed) the append rejects:
+ *      no PUBACK, and the queue's alarm is already raised (gateway.ts).
  * A payload failing 1–2 is acknowledged all the same (a machine is never disconnected for its payload), counted,
  * logged rate-limited and kept in the rejected list. Telemetry is QoS 0 on the wire and queued the same way.
  * Command responses (`cmd/{name}/res`) are not records: they are relayed to the cloud broker as they are.
@@ -18,16 +20,10 @@ import {
   parsePayload,
   validatePayload,
 } from '../../../protocol/index.ts';
-import type {
-  Lane,
-  MachineId,
-  MachineUplinkKind,
-  ParsedTopic,
-  RecordKind,
-  UplinkRecord,
-} from '../../../protocol/index.ts';
+import type { MachineId, MachineUplinkKind, ParsedTopic, RecordKind, UplinkRecord } from '../../../protocol/index.ts';
 import type { Logger } from '../../../tools/runtime/logger.ts';
 import type { GatewayMetrics } from '../metrics.ts';
+import type { QueuedNotice } from '../uplink/forwarder.ts';
 import type { UplinkQueue } from '../uplink/queue.ts';
 import type { RejectedList } from './rejected.ts';
 
@@ -35,6 +31,8 @@ export interface IntakePacket {
   readonly topic: string;
   readonly payload: Buffer | string;
   readonly retain?: boolean;
+  /** The PUBLISH's QoS (0 when absent): decides what a rate refusal means for it (`maxEventHz`). */
+  readonly qos?: number;
 }
 
 export interface IntakeOptions {
@@ -43,8 +41,8 @@ export interface IntakeOptions {
   readonly metrics: GatewayMetrics;
   readonly nowMs: () => number;
   readonly log: Logger;
-  /** Called after each append, so the forwarder can send without polling. */
-  readonly onQueued?: (lane: Lane) => void;
+  /** Called after each append, so the forwarder can send without polling (and send it on its live path). */
+  readonly onQueued?: (queued: QueuedNotice) => void;
   /** Sends a machine's command response on to the cloud broker; false when it could not (uplink down). */
   readonly relay?: (topic: string, payload: Buffer) => boolean;
   /**
@@ -54,6 +52,26 @@ export interface IntakeOptions {
    * 16 MB document limit (which would wedge the gateway's telemetry lane on every resend). Default: no cap.
    */
   readonly maxTelemetryHz?: number;
+  /**
+   * Most `event` messages per second a machine may queue (a one-second burst allowed): a machine flooding events
+   * (qr-scanned, errors) must not fill the durable queue. Events are QoS 1 records, so an excess one is REFUSED,
+   * not dropped: no PUBACK (the machine must never be told a record is stored when it is not), Aedes closes the
+   * connection, and the machine resends it after reconnecting — its reconnect delay is the back-pressure. From
+   * the refusal on, that machine's later records are refused too until it connects again (`release`), so what it
+   * resends keeps its order. An event sent at QoS 0 beyond the limit is dropped (nothing was promised). Both are
+   * counted and logged as `event-rate`. Default: no cap.
+   */
+  readonly maxEventHz?: number;
+}
+
+/** Thrown (rejected) by `accept` when the intake refuses a QoS 1 record itself: no PUBACK, connection closed. */
+export class IntakeRefusedError extends Error {
+  readonly reason: string;
+  constructor(reason: string, detail: string) {
+    super(`record refused (${reason}): ${detail}`);
+    this.name = 'IntakeRefusedError';
+    this.reason = reason;
+  }
 }
 
 export interface Intake {
@@ -65,6 +83,12 @@ export interface Intake {
   accept(machine: MachineId, topic: Extract<ParsedTopic, { machine: MachineId }>, packet: IntakePacket): Promise<void>;
 }
 
+/** The intake createIntake builds: also told when a machine connects again. */
+export interface MachineIntake extends Intake {
+  /** The machine connected again: its records are accepted again after a rate refusal (`maxEventHz`). */
+  release(machine: MachineId): void;
+}
+
 const RECORD_KIND_OF_TOPIC: Readonly<Record<`machine-${MachineUplinkKind}`, RecordKind>> = {
   'machine-meta': 'meta',
   'machine-status': 'status',
@@ -73,9 +97,12 @@ const RECORD_KIND_OF_TOPIC: Readonly<Record<`machine-${MachineUplinkKind}`, Reco
   'machine-event': 'event',
 };
 
-export function createIntake(options: IntakeOptions): Intake {
+export function createIntake(options: IntakeOptions): MachineIntake {
   const { queue, rejected, metrics, nowMs, log } = options;
   const telemetryBudget = options.maxTelemetryHz === undefined ? undefined : createRateBudget(options.maxTelemetryHz);
+  const eventBudget = options.maxEventHz === undefined ? undefined : createRateBudget(options.maxEventHz);
+  /** Machines whose QoS 1 record this intake refused (rate): their later records wait for a reconnect. */
+  const refusedMachines = new Set<MachineId>();
 
   function refuse(
     machine: MachineId,
@@ -126,6 +153,22 @@ export function createIntake(options: IntakeOptions): Intake {
       });
       return;
     }
+    if (kind !== 'telemetry' && refusedMachines.has(machine)) {
+      // An earlier record of this connection was refused: a later one must not be stored before its resend.
+      throw new IntakeRefusedError('event-rate', `${machine}: an earlier record was refused; reconnect and resend`);
+    }
+    if (kind === 'event' && eventBudget && !eventBudget.take(machine, nowMs())) {
+      rejected.add({
+        origin: 'machine',
+        reason: 'event-rate',
+        source: machine,
+        topic: packet.topic,
+        bytes: packet.payload.length,
+      });
+      if ((packet.qos ?? 0) === 0) return;
+      refusedMachines.add(machine);
+      throw new IntakeRefusedError('event-rate', `${machine} exceeds ${options.maxEventHz} events/s`);
+    }
     const name = payloadNameFor(topic);
     // Decode once, validate the decoded value, and queue the value as the machine sent it: the record's payload
     // is "the message exactly as its source published it", so fields of a newer minor version reach the cloud.
@@ -154,13 +197,18 @@ export function createIntake(options: IntakeOptions): Intake {
     const payload = decoded.value as UplinkRecord['payload'];
     const receivedAt = nowMs();
     const record = { kind, receivedAt, payload } as UplinkRecord;
-    await queue.append(record, receivedAt);
+    const seq = await queue.append(record, receivedAt);
     metrics.intakeRecords.inc({ kind });
     metrics.intakeAppendSeconds.observe((performance.now() - started) / 1000);
-    options.onQueued?.(RECORD_KIND_LANE[kind]);
+    options.onQueued?.({ seq, lane: RECORD_KIND_LANE[kind], kind, source: machine });
   }
 
-  return { accept };
+  return {
+    accept,
+    release(machine) {
+      refusedMachines.delete(machine);
+    },
+  };
 }
 
 /** A token bucket per machine: `perSecond` tokens a second, at most one second's worth saved up. */

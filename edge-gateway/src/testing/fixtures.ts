@@ -56,8 +56,15 @@ export async function createTestSite(count = 3, gateway = 'gw-test-1'): Promise<
   };
 }
 
-/** A configuration for in-process tests: loopback, port 0 everywhere, short timers. */
+let dataDirs = 0;
+
+/**
+ * A configuration for in-process tests: loopback, port 0 everywhere, short timers. Each call gets a data directory
+ * of its own under the site (so a fresh, empty durable queue); a test restarting "the same" gateway reuses the
+ * configuration object it started with.
+ */
 export function testConfig(site: TestSite, uplinkUrl: string, overrides: Partial<GatewayConfig['uplink']> = {}) {
+  const dataDir = path.join(site.dir, `data-${++dataDirs}`);
   return {
     log: { level: 'silent', pretty: false },
     machinesFile: site.machinesFile,
@@ -74,9 +81,19 @@ export function testConfig(site: TestSite, uplinkUrl: string, overrides: Partial
       reconnectMinMs: 50,
       reconnectMaxMs: 200,
       stateIntervalMs: 0,
+      drainMaxPerS: 0,
+      live: true,
       ...overrides,
     },
-    queue: { capRecords: 100_000, capBytes: 64 * 1024 * 1024 },
+    dataDir,
+    queue: {
+      file: path.join(dataDir, 'uplink-queue.sqlite'),
+      capRecords: 100_000,
+      capBytes: 64 * 1024 * 1024,
+      commitDelayMs: 2,
+      commitMaxRows: 100,
+      minOfflineHours: 0,
+    },
     rejectedKeep: 100,
     telemetryMaxHz: 50,
   } satisfies GatewayConfig;

@@ -11,6 +11,10 @@ export type ProxyMode = 'pass' | 'blackhole' | 'refuse';
 export interface TcpProxy {
   readonly port: number;
   mode: ProxyMode;
+  /** Connections accepted since start (the peer's connection attempts that got through to `pass`/`blackhole`). */
+  readonly accepted: number;
+  /** Drops every open connection at once (both sides see the socket close); the mode decides about new ones. */
+  cut(): void;
   close(): Promise<void>;
 }
 
@@ -19,6 +23,10 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   const proxy: TcpProxy = {
     port: 0,
     mode: 'pass',
+    accepted: 0,
+    cut() {
+      for (const s of sockets) s.destroy();
+    },
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -29,6 +37,7 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
       client.destroy();
       return;
     }
+    (proxy as { accepted: number }).accepted += 1;
     const upstream = net.connect(targetPort, targetHost);
     for (const s of [client, upstream]) {
       sockets.add(s);

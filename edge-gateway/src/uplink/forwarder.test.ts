@@ -114,11 +114,21 @@ describe('edge gateway: forwarder to the cloud', function () {
     expect(acked).to.match(/lane="records"[^\n]* 20/);
   });
 
+  it('refuses start() after stop() with a clear error (one run per forwarder), and start() twice', async () => {
+    const gw = await start();
+    expect(() => gw.forwarder.start()).to.throw(/started twice/);
+    await gw.forwarder.stop();
+    expect(() => gw.forwarder.start()).to.throw(/start\(\) after stop\(\) is not supported/);
+    expect(gw.forwarder.status().up).to.equal(false);
+  });
+
   it('keeps batches within the protocol limits, one telemetry batch in flight, records in order', async () => {
     const gw = await start();
     const m = site.machines[1]!;
     const total = 1_200;
-    for (let seq = 0; seq < total; seq++) await gw.queue.append(recordOf.telemetry(m.id, seq), Date.now());
+    await Promise.all(
+      Array.from({ length: total }, (_, seq) => gw.queue.append(recordOf.telemetry(m.id, seq), Date.now())),
+    );
     gw.forwarder.wake();
     await eventually(() => gw.queue.stats().depth === 0, 'the telemetry drained', 15_000);
     const batches = cloud.received.filter((b) => b.lane === 'telemetry');
@@ -241,7 +251,8 @@ describe('edge gateway: forwarder to the cloud', function () {
     const gw = await start({ windowBatches: 1 });
     const m = site.machines[0]!;
     const records = Array.from({ length: 4 }, (_, i) => recordOf.workout(m.id, i));
-    for (const r of records) await gw.queue.append(r, Date.now());
+    // Appended together (one group commit), so the first batch holds all four.
+    await Promise.all(records.map((r) => gw.queue.append(r, Date.now())));
     gw.forwarder.wake();
     await eventually(() => gw.queue.stats().depth === 0, 'all settled');
     expect(cloud.received.length).to.equal(2);

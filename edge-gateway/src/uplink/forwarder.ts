@@ -20,6 +20,15 @@
  *   `gw/{gateway}/state` after every connect and a retained last will registered with every CONNECT, each carrying
  *   the connection number `conn`; reconnects with exponential backoff and jitter (backoff.ts).
  *
+ * - Drain rate: batches of the records and telemetry lanes take tokens from a bucket of `drainMaxPerS` records a
+ *   second (0: no limit), so a gateway back from a long outage does not flood the cloud; access never waits.
+ * - Live path: while a lane has a backlog (its window full and more than a batch of records behind), each
+ *   machine's latest status and latest telemetry sample jump it in a small "live" batch of their lane (one in flight
+ *   per lane, outside the window and the drain rate; a newer one replaces an older one still waiting, which then
+ *   goes with the backlog). The cloud stores them once like any record (idempotent by msgId; status by
+ *   `statusSupersedes`, telemetry keyed by `(bootId, seq)`), keeping their event time, so apps see the present while
+ *   the past catches up. They may therefore reach MongoDB before older records of the same machine and lane.
+ *
  * - Also on this connection: the branch's machine commands (`m/+/cmd/+`, handed to `onMachineCommand`) and the
  *   machines' command answers (`relay`), both passed through as they are, neither queued.
  *
@@ -44,8 +53,10 @@ import type {
   BootId,
   BranchId,
   GatewayId,
+  GatewayState,
   Lane,
   MsgId,
+  RecordKind,
   SourceId,
   UplinkAck,
 } from '../../../protocol/index.ts';
@@ -78,7 +89,35 @@ export interface ForwarderOptions {
    * hands it to its local broker. Best effort, like any MQTT command: not queued, answered on `…/res`.
    */
   readonly onMachineCommand?: (topic: string, payload: Buffer) => void;
+  /**
+   * The gateway's own topics (access/configuration, edge-gateway/src/access and cloud-config): with this set,
+   * `gw/{gateway}/cmd/+` (signed configuration, allow-list) and `gw/{gateway}/req/+/res` (answers to its online
+   * requests) are subscribed on every connection and each message is handed here as it is.
+   */
+  readonly onGatewayMessage?: (topic: string, payload: Buffer) => void;
+  /** The queue's drain rate and forecast, merged into the birth's `queue` (queue-monitor.ts). */
+  readonly queueExtras?: () => QueueExtras;
+  /** Readers and the configuration/allow-list revisions in use, merged into every birth. */
+  readonly birthExtras?: () => BirthExtras;
 }
+
+/** What the queue monitor adds to the birth's queue figures. */
+export type QueueExtras = Partial<
+  Pick<Extract<GatewayState, { online: true }>['queue'], 'offlineHoursLeft' | 'drainPerS' | 'fullReason'>
+>;
+
+/** A record just queued by the intake: the forwarder may send it on the live path. */
+export interface QueuedNotice {
+  readonly seq: QueueSeq;
+  readonly lane: Lane;
+  readonly kind: RecordKind;
+  readonly source: SourceId;
+}
+
+/** What the access side adds to the birth (the cloud pushes a newer configuration or allow-list on seeing it). */
+export type BirthExtras = Partial<
+  Pick<Extract<GatewayState, { online: true }>, 'readers' | 'configRevision' | 'allowListRevision'>
+>;
 
 export interface LaneInFlight {
   readonly batches: number;
@@ -98,15 +137,17 @@ export interface UplinkStatus {
 }
 
 export interface Forwarder {
-  /** Starts connecting; resolves at once (the gateway works offline). */
+  /** Starts connecting; returns at once (the gateway works offline). Once per forwarder: throws after stop(). */
   start(): void;
   /** Publishes the offline state if connected, then disconnects cleanly; in-flight batches stay queued. */
   stop(): Promise<void>;
-  /** New records may be waiting (called by the intake after each append). */
-  wake(): void;
+  /** New records may be waiting (called by the intake after each append, with the record for the live path). */
+  wake(queued?: QueuedNotice): void;
   /** Publishes a machine's command response to the cloud broker as it is; false when the uplink is down. */
   relay(topic: string, payload: Buffer): boolean;
   status(): UplinkStatus;
+  /** Republishes the birth now (e.g. after a new configuration or allow-list revision); no-op while down. */
+  publishState(): void;
 }
 
 interface BatchRecord {
@@ -125,6 +166,8 @@ interface Batch {
   sends: number;
   /** Not (successfully) handed to MQTT.js on the current connection: send when connected. */
   pending: boolean;
+  /** Sent on the live path (outside the window and the drain rate). */
+  readonly live: boolean;
 }
 
 interface LaneState {
@@ -134,6 +177,8 @@ interface LaneState {
   readonly batches: Map<BatchId, Batch>;
   /** Seqs of the records in those batches. */
   readonly seqs: Set<QueueSeq>;
+  /** The live batch in flight, if any (at most one per lane). */
+  liveBatch: BatchId | undefined;
 }
 
 /** Bytes of `{"batchId":"…","sentAt":…,"records":[]}` besides the records: a bound, not the exact figure. */
@@ -148,7 +193,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   const commandFilter = filters.branchMachineCommands(branch);
   const backoff = createBackoff(config.reconnectMinMs, config.reconnectMaxMs);
   const lanes = Object.fromEntries(
-    LANES.map((lane) => [lane, { cursor: 0, batches: new Map(), seqs: new Set() } satisfies LaneState]),
+    LANES.map((lane) => [
+      lane,
+      { cursor: 0, batches: new Map(), seqs: new Set(), liveBatch: undefined } satisfies LaneState,
+    ]),
   ) as Record<Lane, LaneState>;
 
   let client: MqttClient | undefined;
@@ -167,6 +215,11 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   let pumpAgain = false;
 
   const windowOf = (lane: Lane) => (lane === 'telemetry' ? Math.min(2, config.windowBatches) : config.windowBatches);
+  /** Backlog batches in flight (the live batch is outside the window). */
+  const inWindow = (state: LaneState) => state.batches.size - (state.liveBatch === undefined ? 0 : 1);
+  /** Each machine's latest status and sample waiting for the live path: `${kind} ${source}` → seq. */
+  const liveWanted = new Map<string, { lane: Lane; seq: QueueSeq }>();
+  const drain = { tokens: config.drainMaxPerS, atMs: nowMs(), timer: undefined as NodeJS.Timeout | undefined };
 
   function willPacket(): NonNullable<IClientOptions['will']> {
     return {
@@ -186,15 +239,19 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
 
   function publishBirth(): void {
     if (!client?.connected) return;
-    const birth = birthState({
-      bootId,
-      conn,
-      sinceMs: connectedAtMs,
-      nowMs: nowMs(),
-      version: options.version,
-      queue: queue.stats(),
-      machinesConnected: options.machinesConnected(),
-    });
+    const birth = {
+      ...birthState({
+        bootId,
+        conn,
+        sinceMs: connectedAtMs,
+        nowMs: nowMs(),
+        version: options.version,
+        queue: queue.stats(),
+        machinesConnected: options.machinesConnected(),
+        queueExtras: options.queueExtras?.(),
+      }),
+      ...options.birthExtras?.(),
+    };
     client.publish(stateTopic, JSON.stringify(birth), { qos: 1, retain: true }, (err) => {
       if (err) log.debug({ err: err.message }, 'birth not published');
     });
@@ -242,6 +299,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       const granted = await c.subscribeAsync(ackTopic, { qos: 1 });
       refused = granted.some((g) => g.qos === 128);
       if (!refused && options.onMachineCommand !== undefined) subscribeCommands(c);
+      if (!refused && options.onGatewayMessage !== undefined) subscribeGatewayTopics(c);
     } catch (err) {
       // mqtt.js rejects a SUBACK whose every entry is a failure; anything else means the link is going away.
       refused = (err as { packet?: { granted?: number[] } }).packet?.granted?.includes(128) === true;
@@ -282,12 +340,27 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     });
   }
 
+  function subscribeGatewayTopics(c: MqttClient): void {
+    const wanted = [filters.gatewayCommands(branch, gatewayId), filters.gatewayRequestResponses(branch, gatewayId)];
+    c.subscribe(wanted, { qos: 1 }, (err, granted) => {
+      if (err !== undefined && err !== null) {
+        log.warn({ filters: wanted, err: err.message }, 'gateway command/response subscription not granted');
+      } else if (granted?.some((g) => g.qos === 128) === true) {
+        log.warn({ filters: wanted }, 'gateway command/response subscription refused by the cloud broker');
+      }
+    });
+  }
+
   function onMessage(topic: string, payload: Buffer): void {
     if (topic === ackTopic) {
       void onAck(payload);
       return;
     }
     const parsed = parseTopic(topic);
+    if (parsed?.kind === 'gateway-command' || parsed?.kind === 'gateway-request-response') {
+      if (parsed.branch === branch && parsed.gateway === gatewayId) options.onGatewayMessage?.(topic, payload);
+      return;
+    }
     if (parsed?.kind === 'machine-command' && parsed.branch === branch) options.onMachineCommand?.(topic, payload);
   }
 
@@ -376,6 +449,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     if (picked.length === 0) return undefined;
     // An ack may have returned records to the lane (lowering the cursor) while we awaited the queue.
     if (state.cursor === startCursor) state.cursor = picked[picked.length - 1]!.seq;
+    return makeBatch(lane, picked, false);
+  }
+
+  function makeBatch(lane: Lane, picked: readonly QueuedRecord[], live: boolean): Batch {
     const batchId = newBatchId();
     const sentAt = nowMs();
     const text = `{"batchId":${JSON.stringify(batchId)},"sentAt":${sentAt},"records":[${picked.map((r) => r.json).join(',')}]}`;
@@ -388,19 +465,81 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       lastSentAtMs: sentAt,
       sends: 0,
       pending: true,
+      live,
     };
+  }
+
+  function launch(state: LaneState, batch: Batch): void {
+    state.batches.set(batch.batchId, batch);
+    for (const r of batch.records) state.seqs.add(r.seq);
+    metrics.uplinkInFlightBatches.set({ lane: batch.lane }, state.batches.size);
+    sendBatch(batch, 'first');
+  }
+
+  /** Whether the drain rate lets a backlog batch of `lane` go now; if not, a wake is scheduled for when it will. */
+  function drainAllows(lane: Lane): boolean {
+    const rate = config.drainMaxPerS;
+    if (lane === 'access' || rate <= 0) return true;
+    const now = nowMs();
+    drain.tokens = Math.min(rate, drain.tokens + ((now - drain.atMs) / 1000) * rate);
+    drain.atMs = now;
+    if (drain.tokens >= 1) return true;
+    if (drain.timer === undefined) {
+      drain.timer = setTimeout(
+        () => {
+          drain.timer = undefined;
+          wake();
+        },
+        Math.max(5, Math.ceil(((1 - drain.tokens) / rate) * 1000)),
+      );
+    }
+    return false;
   }
 
   async function fillLane(lane: Lane): Promise<void> {
     const state = lanes[lane];
-    while (ready && !stopping && state.batches.size < windowOf(lane)) {
+    while (ready && !stopping && inWindow(state) < windowOf(lane) && drainAllows(lane)) {
       const batch = await buildBatch(lane);
       if (batch === undefined) return;
-      state.batches.set(batch.batchId, batch);
-      for (const r of batch.records) state.seqs.add(r.seq);
-      metrics.uplinkInFlightBatches.set({ lane }, state.batches.size);
-      sendBatch(batch, 'first');
+      if (lane !== 'access') drain.tokens -= batch.records.length;
+      launch(state, batch);
     }
+  }
+
+  /** Sends the latest status and sample per machine waiting for the live path of `lane` (one batch in flight). */
+  async function fillLive(lane: Lane): Promise<void> {
+    const state = lanes[lane];
+    if (!ready || stopping || state.liveBatch !== undefined || liveWanted.size === 0) return;
+    const seqs: QueueSeq[] = [];
+    for (const [key, wanted] of liveWanted) {
+      if (wanted.lane !== lane) continue;
+      liveWanted.delete(key);
+      if (!state.seqs.has(wanted.seq)) seqs.push(wanted.seq);
+    }
+    if (seqs.length === 0) return;
+    const picked: QueuedRecord[] = [];
+    let bytes = BATCH_ENVELOPE_BYTES;
+    for (const record of await queue.get(seqs.sort((a, b) => a - b))) {
+      // Deleted meanwhile (acked in a backlog batch) or already in flight: nothing to do for it.
+      if (state.seqs.has(record.seq)) continue;
+      if (picked.length >= MAX_BATCH_RECORDS || bytes + record.bytes + 1 > MAX_BATCH_BYTES) break;
+      picked.push(record);
+      bytes += record.bytes + 1;
+    }
+    if (picked.length === 0 || !ready || state.liveBatch !== undefined) return;
+    const batch = makeBatch(lane, picked, true);
+    state.liveBatch = batch.batchId;
+    metrics.uplinkLiveRecords.inc({ lane }, picked.length);
+    launch(state, batch);
+  }
+
+  /** A freshly queued status or sample goes live when its lane has a backlog it would otherwise wait behind. */
+  function noteLive(queued: QueuedNotice): void {
+    if (!config.live || (queued.kind !== 'status' && queued.kind !== 'telemetry')) return;
+    const state = lanes[queued.lane];
+    const behind = queued.seq - state.cursor > MAX_BATCH_RECORDS;
+    const waiting = !ready || inWindow(state) >= windowOf(queued.lane) || !drainAllows(queued.lane);
+    if (behind && waiting) liveWanted.set(`${queued.kind} ${queued.source}`, { lane: queued.lane, seq: queued.seq });
   }
 
   async function pump(): Promise<void> {
@@ -408,7 +547,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     try {
       do {
         pumpAgain = false;
-        for (const lane of LANES) await fillLane(lane);
+        for (const lane of LANES) {
+          await fillLive(lane);
+          await fillLane(lane);
+        }
       } while (pumpAgain && ready && !stopping);
     } catch (err) {
       log.error({ err }, 'uplink pump failed');
@@ -417,7 +559,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     }
   }
 
-  function wake(): void {
+  function wake(queued?: QueuedNotice): void {
+    if (queued !== undefined) noteLive(queued);
     if (pumping) {
       pumpAgain = true;
       return;
@@ -484,6 +627,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     // records stay marked in flight (`state.seqs`) until the queue has deleted them: a pump running while the
     // delete is awaited must not put them into another batch.
     state.batches.delete(batch.batchId);
+    if (state.liveBatch === batch.batchId) state.liveBatch = undefined;
     metrics.uplinkInFlightBatches.set({ lane: batch.lane }, state.batches.size);
     metrics.uplinkAckSeconds.observe({ lane: batch.lane }, (nowMs() - batch.firstSentAtMs) / 1000);
 
@@ -546,8 +690,21 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
 
   // ------------------------------------------------------------------------------------------------------------
 
+  /** start() calls so far: a forwarder runs once. */
+  let runs = 0;
+
   return {
     start() {
+      // One run per forwarder: after stop() its batches in flight, lane cursors and client belong to the ended
+      // connection, and resuming them would need a reset of all that; a stopped gateway builds a new forwarder.
+      if (runs > 0) {
+        throw new Error(
+          stopping
+            ? 'forwarder: start() after stop() is not supported; create a new forwarder'
+            : 'forwarder: started twice',
+        );
+      }
+      runs += 1;
       stopping = false;
       metrics.uplinkUp.set(0);
       connect();
@@ -561,6 +718,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       clearTimeout(reconnectTimer);
       clearInterval(ackTimer);
       clearInterval(stateTimer);
+      clearTimeout(drain.timer);
+      drain.timer = undefined;
       reconnectTimer = undefined;
       const c = client;
       if (c === undefined) return;
@@ -580,6 +739,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     },
 
     wake,
+
+    publishState: publishBirth,
 
     relay(topic, payload) {
       const c = client;

@@ -16,10 +16,14 @@ export interface BirthFigures {
   readonly version: string;
   readonly queue: QueueStats;
   readonly machinesConnected: number;
+  /** Drain rate, forecast and why the queue is full (queue-monitor.ts), when known. */
+  readonly queueExtras?: Partial<
+    Pick<Extract<GatewayState, { online: true }>['queue'], 'offlineHoursLeft' | 'drainPerS' | 'fullReason'>
+  >;
 }
 
 /** The birth: online, with the queue by lane. */
-export function birthState(f: BirthFigures): GatewayState {
+export function birthState(f: BirthFigures): Extract<GatewayState, { online: true }> {
   const lane = (name: Lane): LaneStats => {
     const s = f.queue.lanes[name];
     return {
@@ -43,6 +47,7 @@ export function birthState(f: BirthFigures): GatewayState {
       telemetry: lane('telemetry'),
       full: f.queue.full,
       capBytes: f.queue.capBytes,
+      ...f.queueExtras,
     },
     readers: [],
     machinesConnected: f.machinesConnected,

@@ -30,9 +30,10 @@ describe('MemoryQueue at capacity', () => {
     await queue.append(workout(5), T);
     expect(queue.stats().lanes.telemetry).to.deep.include({ depth: 0, evicted: 2 });
     // Only records left: refused, nothing dropped silently.
+    const sixth = workout(6);
     let refused: unknown;
     try {
-      await queue.append(workout(6), T);
+      await queue.append(sixth, T);
     } catch (err) {
       refused = err;
     }
@@ -42,8 +43,36 @@ describe('MemoryQueue at capacity', () => {
     held = await queue.peek('records', { limit: 10 });
     await queue.deleteBySeq([held[0]!.seq]);
     expect(queue.stats().full).to.equal(false);
-    await queue.append(workout(6), T);
+    await queue.append(sixth, T); // its machine resends it
     expect(queue.stats().depth).to.equal(4);
+  });
+
+  it('after a refusal holds a machine’s later records back until the refused one comes again or it reconnects', async () => {
+    const queue = new MemoryQueue({ capRecords: 1, capBytes: 1024 * 1024 });
+    const [first, second, third] = [workout(1), workout(2), workout(3)];
+    const s1 = await queue.append(first, T);
+    const refused = await queue.append(second, T).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(refused).to.be.instanceOf(QueueFullError);
+    await queue.deleteBySeq([s1]); // room again
+    const held = await queue.append(third, T).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(String(held)).to.match(/resend it first/);
+    await queue.append(second, T); // the resend clears the hold
+    await queue.deleteBySeq((await queue.peek('records', { limit: 10 })).map((r) => r.seq));
+    await queue.append(third, T);
+    const again = await queue.append(workout(4), T).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(again).to.be.instanceOf(QueueFullError);
+    queue.releaseSource(m); // reconnected: not locked out
+    await queue.deleteBySeq((await queue.peek('records', { limit: 10 })).map((r) => r.seq));
+    await queue.append(workout(5), T);
   });
 
   it('bounds bytes as well as records', async () => {

@@ -1,16 +1,16 @@
 /**
  * The uplink queue in memory: the first cut's implementation of `UplinkQueue`.
  *
- * It loses everything it holds when the gateway process crashes or is killed (README says so): records the machines
- * already got a PUBACK for are then gone. The durable SQLite queue of the gateway issue replaces it behind the same
- * interface and the same contract suite (queue-contract.ts).
+ * It loses everything it holds when the gateway process crashes or is killed: records the machines already got a
+ * PUBACK for are then gone. Unit tests only; the gateway runs the durable SqliteQueue (sqlite-queue.ts) behind the
+ * same interface and the same contract suite (queue-contract.ts).
  *
  * Bounded like the durable one will be: a cap in records and in bytes. When full, the oldest telemetry samples are
  * evicted first (counted); when only access and records remain, a new record is refused with QueueFullError, so the
  * machine gets no PUBACK instead of a silent drop (RELIABILITY G9).
  */
 import { LANES, RECORD_KIND_LANE } from '../../../protocol/index.ts';
-import type { Lane, MsgId, UplinkRecord } from '../../../protocol/index.ts';
+import type { Lane, MsgId, SourceId, UplinkRecord } from '../../../protocol/index.ts';
 import {
   QueueFullError,
   serialiseRecord,
@@ -39,6 +39,9 @@ interface LaneState {
   readonly records: Map<QueueSeq, QueuedRecord>;
   bytes: number;
   evicted: number;
+  appended: number;
+  appendedBytes: number;
+  deleted: number;
 }
 
 export class MemoryQueue implements UplinkQueue {
@@ -49,15 +52,17 @@ export class MemoryQueue implements UplinkQueue {
   private lastSeq: QueueSeq = 0;
   private totalBytes = 0;
   private refusing = false;
+  /** Sources whose record was refused, with its msgId: their later records wait for it (UplinkQueue.append). */
+  private readonly refusedSources = new Map<SourceId, MsgId>();
   private closed = false;
 
   constructor(options: MemoryQueueOptions) {
     if (!(options.capRecords >= 1) || !(options.capBytes >= 1)) throw new RangeError('queue caps must be ≥ 1');
     this.options = options;
     this.lanes = {
-      access: { records: new Map(), bytes: 0, evicted: 0 },
-      records: { records: new Map(), bytes: 0, evicted: 0 },
-      telemetry: { records: new Map(), bytes: 0, evicted: 0 },
+      access: { records: new Map(), bytes: 0, evicted: 0, appended: 0, appendedBytes: 0, deleted: 0 },
+      records: { records: new Map(), bytes: 0, evicted: 0, appended: 0, appendedBytes: 0, deleted: 0 },
+      telemetry: { records: new Map(), bytes: 0, evicted: 0, appended: 0, appendedBytes: 0, deleted: 0 },
     };
   }
 
@@ -69,8 +74,21 @@ export class MemoryQueue implements UplinkQueue {
     const already = this.byMsgId.get(msgId);
     if (already !== undefined) return already;
     const lane = RECORD_KIND_LANE[record.kind];
+    const source = record.payload.source;
+    if (lane === 'records') {
+      const waitingFor = this.refusedSources.get(source);
+      if (waitingFor !== undefined && waitingFor !== msgId) {
+        throw new QueueFullError(lane, `${source}: its earlier record ${waitingFor} was refused; resend it first`);
+      }
+      this.refusedSources.delete(source);
+    }
     const { json, bytes } = serialiseRecord(record);
-    this.makeRoom(lane, bytes);
+    try {
+      this.makeRoom(lane, bytes);
+    } catch (err) {
+      if (lane === 'records') this.refusedSources.set(source, msgId);
+      throw err;
+    }
     const seq = this.nextSeq();
     const queued: QueuedRecord = {
       seq,
@@ -85,10 +103,16 @@ export class MemoryQueue implements UplinkQueue {
     const state = this.lanes[lane];
     state.records.set(seq, queued);
     state.bytes += bytes;
+    state.appended += 1;
+    state.appendedBytes += bytes;
     this.totalBytes += bytes;
     this.bySeq.set(seq, queued);
     this.byMsgId.set(msgId, seq);
     return seq;
+  }
+
+  releaseSource(source: SourceId): void {
+    this.refusedSources.delete(source);
   }
 
   peek(lane: Lane, options: PeekOptions): Promise<readonly QueuedRecord[]> {
@@ -104,6 +128,16 @@ export class MemoryQueue implements UplinkQueue {
     return Promise.resolve(out);
   }
 
+  get(seqs: Iterable<QueueSeq>): Promise<readonly QueuedRecord[]> {
+    this.assertOpen();
+    const out: QueuedRecord[] = [];
+    for (const seq of seqs) {
+      const queued = this.bySeq.get(seq);
+      if (queued !== undefined) out.push(queued);
+    }
+    return Promise.resolve(out);
+  }
+
   deleteBySeq(seqs: Iterable<QueueSeq>): Promise<number> {
     this.assertOpen();
     let deleted = 0;
@@ -111,6 +145,7 @@ export class MemoryQueue implements UplinkQueue {
       const queued = this.bySeq.get(seq);
       if (queued === undefined) continue;
       this.remove(queued);
+      this.lanes[queued.lane].deleted += 1;
       deleted += 1;
     }
     return Promise.resolve(deleted);
@@ -150,6 +185,9 @@ export class MemoryQueue implements UplinkQueue {
       bytes: state.bytes,
       oldestEnqueuedAtMs: head.done === true ? undefined : head.value.enqueuedAtMs,
       evicted: state.evicted,
+      appended: state.appended,
+      appendedBytes: state.appendedBytes,
+      deleted: state.deleted,
     };
   }
 

@@ -1,7 +1,7 @@
 /**
  * The contract every UplinkQueue implementation passes (CONVENTIONS: "an interface with a memory and a durable
- * implementation, both run through one contract suite"). The memory queue runs it now; the SQLite queue of the
- * gateway issue calls `describeUplinkQueue` with its own factory.
+ * implementation, both run through one contract suite"): memory-queue.test.ts and sqlite-queue.test.ts call
+ * `describeUplinkQueue` with their own factory.
  */
 import { expect } from 'chai';
 import { asMachineId, asMsgId } from '../../../protocol/index.ts';
@@ -86,6 +86,16 @@ export function describeUplinkQueue(name: string, build: QueueFactory): void {
       expect((await queue.peek('telemetry', { limit: 10 })).map((r) => r.seq)).to.deep.equal([sc]);
       // A deleted record can be appended again (a machine resending after a gateway restart) under a new seq.
       expect(await queue.append(a, T)).to.be.greaterThan(sc);
+    });
+
+    it('gets still-queued records by seq, in the order asked', async () => {
+      const s1 = await queue.append(workout(1), T);
+      const s2 = await queue.append(tele(2), T);
+      const s3 = await queue.append(status(3), T);
+      await queue.deleteBySeq([s2]);
+      const got = await queue.get([s3, s2, s1, 999_999]);
+      expect(got.map((r) => r.seq)).to.deep.equal([s3, s1]);
+      expect(got[0]!.kind).to.equal('status');
     });
 
     it('reports depth, bytes and the oldest record per lane', async () => {

@@ -10,8 +10,9 @@
  * order per source holds within a lane. A record is stored as its JSON text, serialised once at append: its size is
  * what the batch limits count, and the batch is assembled from those texts without serialising again.
  *
- * Implementations: `MemoryQueue` (memory-queue.ts; loses everything on a crash) and the durable SQLite queue of the
- * gateway issue. Both must pass `describeUplinkQueue` (queue-contract.ts).
+ * Implementations: `SqliteQueue` (sqlite-queue.ts; durable), run by the gateway in a worker thread
+ * (`WorkerSqliteQueue`, worker-queue.ts, so its fsyncs never stall the broker), and `MemoryQueue` (memory-queue.ts;
+ * loses everything on a crash: unit tests only). All pass `describeUplinkQueue` (queue-contract.ts).
  */
 import type { Lane, MsgId, RecordKind, SourceId, UplinkRecord } from '../../../protocol/index.ts';
 
@@ -43,6 +44,12 @@ export interface QueueLaneStats {
   readonly oldestEnqueuedAtMs: number | undefined;
   /** Records evicted since start to make room (telemetry only). */
   readonly evicted: number;
+  /** Records appended since start (a redelivery stored once counts once): the intake rate's source. */
+  readonly appended: number;
+  /** Their bytes. */
+  readonly appendedBytes: number;
+  /** Records deleted since start because the cloud acked or rejected them: the drain rate's source. */
+  readonly deleted: number;
 }
 
 export interface QueueStats {
@@ -68,10 +75,22 @@ export interface UplinkQueue {
    * implementation stores anything: only then may the machine get its PUBACK. A record whose msgId is still queued
    * (a machine's redelivery) is not stored twice: the seq it already has is returned. Rejects with QueueFullError
    * when there is no room even after evicting telemetry.
+   *
+   * Order per source (records lane): once a record of a source is refused (capacity or a failed commit), that
+   * source's later records are refused too (QueueFullError) until the refused one is appended again or
+   * `releaseSource` is called, so a machine's records are stored in its publish order even when several of its
+   * PUBLISHes are in flight at once: its resend of the refused record can never land after a later one.
    */
   append(record: UplinkRecord, receivedAtMs: number): Promise<QueueSeq>;
+  /**
+   * The source's machine connected again: forget its refused record, what it sends now comes in its own order
+   * (a machine that no longer has the refused record is not locked out).
+   */
+  releaseSource(source: SourceId): void;
   /** The first `limit` records of a lane after `afterSeq`, in seq order. */
   peek(lane: Lane, options: PeekOptions): Promise<readonly QueuedRecord[]>;
+  /** The records with these seqs that are still queued, in the order asked (the forwarder's live path). */
+  get(seqs: Iterable<QueueSeq>): Promise<readonly QueuedRecord[]>;
   /** Deletes records by seq (acked or rejected by the cloud); unknown seqs are ignored. Resolves with how many went. */
   deleteBySeq(seqs: Iterable<QueueSeq>): Promise<number>;
   /** Deletes records by msgId (an ack for a batch the forwarder no longer tracks); unknown ids are ignored. */

@@ -1,0 +1,417 @@
+/**
+ * The access path: a scan from a reader (door or machine-mounted) or a credential a machine reports becomes a
+ * decision, shown where the member stands, and a record.
+ *
+ * 1. Role: the signed configuration's `readers` say what a reader is for (check-in, check-out, or `link` at a
+ *    machine); a scan at a reader it does not list is ignored (counted, logged). A machine's own `qr-scanned` /
+ *    `nfc-tapped` event is a link at that machine — or an unlink when the member the gateway last linked there
+ *    presents their credential again.
+ * 2. What the gateway can tell alone: a card UID's hash, a QR token's signature and claims (QR keys of the signed
+ *    configuration). A QR token's nonce is claimed in the persisted replay cache at once: a nonce seen before is
+ *    denied `replayed-token` by the gateway without asking (the first use may have been decided offline, which the
+ *    cloud has not seen yet).
+ * 3. Online first: request on `gw/{gateway}/req/{name}` and wait ~700 ms for the answer; otherwise offline
+ *    (offline.ts) from the allow-list. Either way within a second.
+ * 4. Shown: at a machine by its command topics on the local broker (`cmd/link`, `cmd/unlink`, or `cmd/display`
+ *    for a deny); at a door through the `door` listeners (log, health, GATEWAY_DOOR_COMMAND hook).
+ * 5. Recorded through the durable queue: every door decision as an AccessScan (access lane, online and offline;
+ *    also published as it happens on `access/{reader}/scan` while the uplink is up);
+ *    every offline link/unlink as an OfflineDecision (records lane) so the cloud can apply or undo it. Online
+ *    link/unlink decisions are the cloud's own and need no record (AccessScan's action is check-in/check-out only).
+ *    Credentials: AccessScan carries the credential as the protocol defines it (the UID; the QR token, which
+ *    expires within 60 s and whose nonce is single-use) — the cloud needs them to reconcile; logs carry neither.
+ */
+import { createEnvelopeStamper, newReqId, RECORD_KIND_LANE, topics, validatePayload } from '../../../protocol/index.ts';
+import type {
+  AccessScan,
+  BootId,
+  BranchId,
+  Credential,
+  Decision,
+  GatewayId,
+  GatewayReaderConfig,
+  MachineId,
+  OfflineDecision,
+  ReaderId,
+  ReqId,
+  SourceId,
+  UplinkRecord,
+  UserId,
+} from '../../../protocol/index.ts';
+import type { Logger } from '../../../tools/runtime/logger.ts';
+import { DEFAULT_ALLOW_LIST_MAX_AGE_S, type AllowList } from '../cloud-config/allow-list.ts';
+import { createKeyring, type Keyring } from '../cloud-config/keys.ts';
+import type { SignedConfig } from '../cloud-config/signed-config.ts';
+import type { UplinkQueue } from '../uplink/queue.ts';
+import { QR_LEEWAY_MS, cardHash, checkQrToken } from './credentials.ts';
+import { decideOffline, memberOf, type Identified } from './offline.ts';
+import type { OnlineRequester } from './online.ts';
+import type { ReaderScan } from './readers.ts';
+import type { ReplayCache } from './replay-cache.ts';
+
+export type AccessAction = 'check-in' | 'check-out' | 'link' | 'unlink';
+
+export interface AccessOutcome {
+  readonly action: AccessAction;
+  readonly reader?: ReaderId;
+  readonly machine?: MachineId;
+  readonly decision: Decision;
+  readonly decidedBy: 'online' | 'offline';
+  /** Scan to decision, ms. */
+  readonly latencyMs: number;
+  readonly reqId: ReqId;
+  /** Why the cloud was not asked or did not decide (offline decisions only). */
+  readonly fallback?: 'offline' | 'timeout' | 'error' | 'replayed';
+}
+
+export interface DoorDecision {
+  readonly reader: ReaderId;
+  readonly action: 'check-in' | 'check-out';
+  readonly decision: Decision;
+  readonly decidedBy: 'online' | 'offline';
+}
+
+export interface AccessServiceOptions {
+  readonly branch: BranchId;
+  readonly gatewayId: GatewayId;
+  readonly bootId: BootId;
+  readonly signedConfig: SignedConfig;
+  readonly allowList: AllowList;
+  readonly replay: ReplayCache;
+  readonly requester: OnlineRequester;
+  readonly queue: Pick<UplinkQueue, 'append'>;
+  /** Called after each record is queued (forwarder.wake). */
+  readonly onQueued: () => void;
+  /** Publishes the scan as it happens on `access/{reader}/scan` (the cloud connection; best effort, not queued). */
+  readonly publishScan?: (topic: string, payload: Buffer) => void;
+  /** Publishes a command to a machine on the local broker. */
+  readonly machineCommand: (topic: string, payload: Buffer) => Promise<void>;
+  readonly nowMs: () => number;
+  readonly log: Logger;
+}
+
+export interface AccessStats {
+  readonly decisions: number;
+  readonly online: number;
+  readonly offline: number;
+  readonly allowed: number;
+  readonly denied: number;
+  readonly unconfiguredReader: number;
+  readonly recordFailures: number;
+  readonly last?: {
+    readonly action: AccessAction;
+    readonly decision: string;
+    readonly decidedBy: string;
+    readonly atMs: number;
+  };
+}
+
+export interface AccessService {
+  /** A scan at a reader of this gateway (line reader, NFC). Undefined when the reader is not configured. */
+  scan(scan: ReaderScan): Promise<AccessOutcome | undefined>;
+  /** A credential a machine reported (its qr-scanned / nfc-tapped event): link or unlink at that machine. */
+  machineCredential(machine: MachineId, credential: Credential, atMs: number): Promise<AccessOutcome>;
+  /** Listeners for door decisions (display/relay hook). */
+  onDoor(listener: (decision: DoorDecision) => void): void;
+  /** Every decision, door or machine, once shown and its record (if any) queued. */
+  onDecision(listener: (outcome: AccessOutcome) => void): void;
+  /** The reader configuration in use. */
+  readers(): readonly GatewayReaderConfig[];
+  stats(): AccessStats;
+}
+
+/** How long a machine command the gateway sends stays executable (a link shown minutes late is worse than none). */
+const MACHINE_COMMAND_TTL_MS = 10_000;
+
+export function createAccessService(options: AccessServiceOptions): AccessService {
+  const { branch, signedConfig, allowList, replay, requester, log, nowMs } = options;
+  const stamper = createEnvelopeStamper({
+    source: options.gatewayId as string as SourceId,
+    bootId: options.bootId,
+    now: nowMs,
+  });
+  const doorListeners: ((decision: DoorDecision) => void)[] = [];
+  const decisionListeners: ((outcome: AccessOutcome) => void)[] = [];
+  /** Who the gateway last linked at each machine (from its own allow decisions). */
+  const linked = new Map<MachineId, UserId>();
+  let qrKeys: Keyring | undefined;
+  let qrKeysOf: unknown;
+  const counts = {
+    decisions: 0,
+    online: 0,
+    offline: 0,
+    allowed: 0,
+    denied: 0,
+    unconfiguredReader: 0,
+    recordFailures: 0,
+  };
+  let last: AccessStats['last'];
+
+  function currentQrKeys(): Keyring | undefined {
+    const doc = signedConfig.document;
+    if (doc === undefined) return undefined;
+    if (qrKeysOf !== doc) {
+      qrKeys = createKeyring(doc.qrKeys);
+      qrKeysOf = doc;
+    }
+    return qrKeys;
+  }
+
+  function maxAgeS(): number {
+    return signedConfig.document?.allowListMaxAgeS ?? DEFAULT_ALLOW_LIST_MAX_AGE_S;
+  }
+
+  async function identify(credential: Credential): Promise<Identified> {
+    if (credential.kind === 'nfc') return { kind: 'nfc', uidHash: cardHash(credential.uid) };
+    const check = checkQrToken(credential.token, currentQrKeys(), nowMs());
+    if (!check.ok) return { kind: 'qr', check, replayed: false };
+    const fresh = await replay.claim(
+      check.claims.nonce,
+      check.claims.exp * 1000 + QR_LEEWAY_MS,
+      check.claims.iat * 1000 - QR_LEEWAY_MS,
+    );
+    return { kind: 'qr', check, replayed: !fresh };
+  }
+
+  async function queueRecord(record: UplinkRecord): Promise<void> {
+    const checked = validatePayload(record.kind === 'access-scan' ? 'AccessScan' : 'OfflineDecision', record.payload);
+    if (!checked.ok) {
+      counts.recordFailures += 1;
+      log.error({ kind: record.kind, path: checked.path, issue: checked.issue }, 'access record invalid: not queued');
+      return;
+    }
+    try {
+      await options.queue.append(record, nowMs());
+      options.onQueued();
+    } catch (err) {
+      counts.recordFailures += 1;
+      log.error({ err, kind: record.kind, lane: RECORD_KIND_LANE[record.kind] }, 'access record not queued');
+    }
+  }
+
+  function note(outcome: AccessOutcome): void {
+    counts.decisions += 1;
+    counts[outcome.decidedBy] += 1;
+    if (outcome.decision.decision === 'allow') counts.allowed += 1;
+    else counts.denied += 1;
+    last = { action: outcome.action, decision: outcome.decision.decision, decidedBy: outcome.decidedBy, atMs: nowMs() };
+    log.info(
+      {
+        action: outcome.action,
+        reader: outcome.reader,
+        machine: outcome.machine,
+        decision: outcome.decision.decision,
+        reason: outcome.decision.decision === 'deny' ? outcome.decision.reason : undefined,
+        userId: outcome.decision.userId,
+        decidedBy: outcome.decidedBy,
+        fallback: outcome.fallback,
+        latencyMs: outcome.latencyMs,
+      },
+      'access decision',
+    );
+    for (const listener of decisionListeners) {
+      try {
+        listener(outcome);
+      } catch (err) {
+        log.error({ err }, 'access decision listener failed');
+      }
+    }
+  }
+
+  async function showAtMachine(machine: MachineId, outcome: AccessOutcome, reqId: ReqId): Promise<void> {
+    const expiresAt = nowMs() + MACHINE_COMMAND_TTL_MS;
+    const d = outcome.decision;
+    let name: 'link' | 'unlink' | 'display';
+    let payload: Record<string, unknown>;
+    if (d.decision === 'deny' && d.reason === 'unlinked') {
+      name = 'display';
+      payload = { reqId, expiresAt, text: 'Unlinked: see you next set', level: 'info', durationS: 3 };
+    } else if (d.decision === 'deny') {
+      name = 'display';
+      payload = { reqId, expiresAt, text: denyText(d.reason), level: 'error', durationS: 5 };
+    } else if (outcome.action === 'unlink') {
+      name = 'unlink';
+      payload = { reqId, expiresAt, reason: 'member', ...(d.userId === undefined ? {} : { userId: d.userId }) };
+    } else if (d.userId !== undefined) {
+      name = 'link';
+      payload = {
+        reqId,
+        expiresAt,
+        userId: d.userId,
+        ...(d.sessionId === undefined ? {} : { sessionId: d.sessionId }),
+        ...(d.greeting === undefined ? {} : { greeting: d.greeting }),
+      };
+    } else {
+      name = 'display';
+      payload = { reqId, expiresAt, text: 'Welcome', level: 'success', durationS: 3 };
+    }
+    try {
+      await options.machineCommand(topics.machineCommand(branch, machine, name), Buffer.from(JSON.stringify(payload)));
+    } catch (err) {
+      log.warn({ err, machine, command: name }, 'decision not shown on the machine');
+    }
+  }
+
+  function showAtDoor(decision: DoorDecision): void {
+    for (const listener of doorListeners) {
+      try {
+        listener(decision);
+      } catch (err) {
+        log.error({ err }, 'door listener failed');
+      }
+    }
+  }
+
+  async function door(scan: ReaderScan, action: 'check-in' | 'check-out'): Promise<AccessOutcome> {
+    const identified = await identify(scan.credential);
+    const reqId = newReqId();
+    let decision: Decision;
+    let decidedBy: 'online' | 'offline' = 'offline';
+    let fallback: AccessOutcome['fallback'];
+    if (identified.kind === 'qr' && identified.replayed) {
+      decision = decideOffline(action, identified, offlineContext());
+      fallback = 'replayed';
+    } else {
+      const answer = await requester.ask(action, {
+        reqId,
+        ts: nowMs(),
+        reader: scan.reader,
+        credential: scan.credential,
+      });
+      if (answer.ok) {
+        decision = answer.decision;
+        decidedBy = 'online';
+      } else {
+        decision = decideOffline(action, identified, offlineContext());
+        fallback = answer.why;
+      }
+    }
+    const latencyMs = Math.max(0, Math.round(nowMs() - scan.atMs));
+    const outcome: AccessOutcome = {
+      action,
+      reader: scan.reader,
+      decision,
+      decidedBy,
+      latencyMs,
+      reqId,
+      ...(fallback === undefined ? {} : { fallback }),
+    };
+    showAtDoor({ reader: scan.reader, action, decision, decidedBy });
+    const record: AccessScan = {
+      ...stamper.stamp(),
+      reader: scan.reader,
+      action,
+      credential: scan.credential,
+      decision: decision.decision,
+      ...(decision.decision === 'deny' ? { reason: decision.reason } : {}),
+      decidedBy,
+      ...(decision.userId === undefined ? {} : { userId: decision.userId }),
+      ...(decision.decision === 'allow' && decision.sessionId !== undefined ? { sessionId: decision.sessionId } : {}),
+      ...(decidedBy === 'online' ? { reqId } : {}),
+      latencyMs: Math.min(60_000, latencyMs),
+    };
+    options.publishScan?.(topics.accessScan(branch, scan.reader), Buffer.from(JSON.stringify(record)));
+    await queueRecord({ kind: 'access-scan', receivedAt: nowMs(), payload: record });
+    // Listeners hear of a decision once it is shown and its record is queued.
+    note(outcome);
+    return outcome;
+  }
+
+  function offlineContext() {
+    return { allowList, maxAgeS: maxAgeS(), nowMs: nowMs() };
+  }
+
+  async function atMachine(machine: MachineId, credential: Credential, atMs: number, reader?: ReaderId) {
+    const identified = await identify(credential);
+    const reqId = newReqId();
+    const userId = memberOf(identified, allowList);
+    const unlinking = userId !== undefined && linked.get(machine) === userId;
+    const action: AccessAction = unlinking ? 'unlink' : 'link';
+    let decision: Decision;
+    let decidedBy: 'online' | 'offline' = 'offline';
+    let fallback: AccessOutcome['fallback'];
+    const ts = nowMs();
+    const request = unlinking ? { reqId, ts, machine, userId, reason: 'member' } : { reqId, ts, machine, credential };
+    if (identified.kind === 'qr' && identified.replayed) {
+      decision = decideOffline('link', identified, offlineContext());
+      fallback = 'replayed';
+    } else {
+      const answer = unlinking
+        ? await requester.ask('unlink', { reqId, ts, machine, userId, reason: 'member' })
+        : await requester.ask('link', { reqId, ts, machine, credential });
+      if (answer.ok) {
+        decision = answer.decision;
+        decidedBy = 'online';
+      } else {
+        decision = unlinking ? { decision: 'allow', userId } : decideOffline('link', identified, offlineContext());
+        fallback = answer.why;
+      }
+    }
+    // The cloud toggles too: a link request by the member already linked there (say, linked from the app, which
+    // this gateway never saw) unlinks them, answered as deny `unlinked` with the unlink command sent by the cloud.
+    if (decision.decision === 'deny' && decision.reason === 'unlinked') linked.delete(machine);
+    if (decision.decision === 'allow') {
+      if (unlinking) linked.delete(machine);
+      else {
+        const member = decision.userId ?? userId;
+        if (member !== undefined) linked.set(machine, member);
+      }
+    }
+    const outcome: AccessOutcome = {
+      action,
+      machine,
+      ...(reader === undefined ? {} : { reader }),
+      decision,
+      decidedBy,
+      latencyMs: Math.max(0, Math.round(nowMs() - atMs)),
+      reqId,
+      ...(fallback === undefined ? {} : { fallback }),
+    };
+    await showAtMachine(machine, outcome, reqId);
+    if (decidedBy === 'offline') {
+      const payload = { ...stamper.stamp(), name: action, request, decision } as OfflineDecision;
+      await queueRecord({ kind: 'offline-decision', receivedAt: nowMs(), payload });
+    }
+    note(outcome);
+    return outcome;
+  }
+
+  return {
+    async scan(scan) {
+      const role = signedConfig.document?.readers.find((r) => r.reader === scan.reader);
+      if (role === undefined) {
+        counts.unconfiguredReader += 1;
+        log.warn({ reader: scan.reader }, 'scan at a reader the configuration does not list: ignored');
+        return undefined;
+      }
+      if ('machine' in role) return atMachine(role.machine, scan.credential, scan.atMs, scan.reader);
+      return door(scan, role.action);
+    },
+    machineCredential: (machine, credential, atMs) => atMachine(machine, credential, atMs),
+    onDoor(listener) {
+      doorListeners.push(listener);
+    },
+    onDecision(listener) {
+      decisionListeners.push(listener);
+    },
+    readers: () => signedConfig.document?.readers ?? [],
+    stats: () => ({ ...counts, ...(last === undefined ? {} : { last }) }),
+  };
+}
+
+function denyText(reason: string): string {
+  switch (reason) {
+    case 'membership-inactive':
+      return 'Membership not active';
+    case 'expired-token':
+      return 'QR code expired: refresh it in the app';
+    case 'replayed-token':
+      return 'QR code already used';
+    case 'machine-busy':
+      return 'Machine in use';
+    case 'allow-list-stale':
+      return 'Cannot check right now: ask at the desk';
+    default:
+      return 'Not recognised';
+  }
+}
