@@ -12,24 +12,36 @@
  * finding 2), and past that they are dropped and counted.
  *
  * The PUBACK ledger keeps, per machine, the msgIds of QoS 1 records sent and acknowledged: what the gateway promised
- * to hold. Tests and the ingest benchmark compare it with MongoDB.
+ * to hold. Tests, the ingest benchmark and the run report (report/persisted.ts) compare it with MongoDB; with
+ * `track`, it also keeps each telemetry sample's seq and time, so the report can count the samples stored.
+ *
+ * QA's faults (scenarios): `flapping` machines cut their connection abruptly every so often (their will fires) and
+ * come back with the backoff; `badPayloads` machines publish a mix of unreadable, invalid and foreign payloads next
+ * to their real traffic; machines with `trouble` report faults and power off for a while (machine.ts).
  */
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
-import hdr from 'hdr-histogram-js';
 import { createEnvelopeStamper, type EnvelopeStamper } from '../../protocol/envelope.ts';
 import { asBranchId, asMachineId, type BranchId } from '../../protocol/ids.ts';
 import type { MachineType } from '../../protocol/messages/machine-type.ts';
 import { topics } from '../../protocol/topics.ts';
+import type { MachineDay, MachineTrouble, MemberEvent } from './machine.ts';
 import { createSimMachine, toPayload, type OutgoingKind, type SimMachine } from './machine.ts';
 import type { Body } from './machines/model.ts';
+import { createRng, deriveSeed } from './random.ts';
+import { createSeries, latencyHistogram, type SeriesPoint } from './report/series.ts';
+import hdr from 'hdr-histogram-js';
+import { badPayload, type BadPayloadKind } from './bad-payloads.ts';
 
 export interface FleetMachine {
   readonly id: string;
   /** Absent: connect without a password (a bare broker). */
   readonly secret?: string | undefined;
   readonly type: MachineType;
+  /** This machine's broker (its branch gateway) and branch, when they differ from the fleet's. */
+  readonly url?: string | undefined;
+  readonly branch?: string | undefined;
 }
 
 export interface FleetOptions {
@@ -49,13 +61,36 @@ export interface FleetOptions {
   readonly maxPending?: number;
   /** New connections per second while the fleet starts (default 500), so a large fleet does not storm the broker. */
   readonly connectRate?: number;
+  /**
+   * CONNECTs awaiting their CONNACK at once, per broker (default 6). Every simulated machine connects from one
+   * address, and a gateway closes connections from one address past 16 without a CONNECT yet (RELIABILITY A5): a
+   * burst of thousands would be cut. Initial connects and reconnects both wait for a slot.
+   */
+  readonly maxPendingConnects?: number;
   /** Reconnect backoff: first delay and ceiling, ms (defaults 500 and 30,000), each with ±50 % jitter. */
   readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** MQTT keepalive, s (default 30). */
+  readonly keepaliveS?: number;
   /** Event time; default Date.now. */
   readonly now?: () => number;
   readonly log?: Logger;
   /** Called for every message handed to the client (benchmarks track each record to MongoDB with it). */
   readonly onPublish?: (message: PublishedMessage) => void;
+  /** Members arrive following a day profile (machine.ts); absent: the spine's fixed idle gaps. */
+  readonly day?: MachineDay;
+  /** Members of the branch (ids drawn from them). */
+  readonly members?: number;
+  readonly trouble?: MachineTrouble;
+  /** A member starts or ends a session: the hook for check-in and linking at a reader (issues 5 and 7). */
+  readonly onMember?: (event: MemberEvent) => void;
+  /** A share of the machines (chosen by the seed) drops its connection abruptly about every `everyS` seconds. */
+  readonly flapping?: { readonly share: number; readonly everyS: number };
+  /** A share of the machines (chosen by the seed) also publishes `perS` bad payloads per second. */
+  readonly badPayloads?: { readonly share: number; readonly perS: number };
+  /** Keep every telemetry sample's seq and time in the ledger, for the persisted count (default false). */
+  readonly track?: boolean;
+  /** Length of the series' intervals (default 1 s). */
+  readonly seriesIntervalMs?: number;
 }
 
 export interface PublishedMessage {
@@ -69,15 +104,25 @@ export interface PublishedMessage {
 }
 
 export interface MachineLedger {
+  readonly branch: string;
+  readonly bootId: string;
   /** msgIds of QoS 1 records published, in order. */
   readonly sent: string[];
+  /** Their kinds, index by index with `sent`. */
+  readonly kinds: (OutgoingKind | 'meta')[];
   /** msgIds the broker acknowledged (PUBACK). */
   readonly acked: Set<string>;
+  /** With `track`: seq and time of every telemetry sample handed to the client, and the seqs acknowledged (QoS 1). */
+  readonly telemetry: { readonly seqs: number[]; readonly ts: number[]; readonly acked: Set<number> };
+  /** msgIds of the bad payloads that carried one (none of them may be stored). */
+  readonly bad: string[];
 }
 
 export interface FleetStats {
   readonly machines: number;
   readonly connected: number;
+  /** Machines that have connected at least once. */
+  readonly everConnected: number;
   readonly connects: number;
   readonly reconnects: number;
   readonly published: Readonly<Record<OutgoingKind | 'meta', number>>;
@@ -87,6 +132,11 @@ export interface FleetStats {
   /** QoS 1 records refused because `maxPending` was reached, plus samples dropped while disconnected. */
   readonly dropped: number;
   readonly errors: number;
+  /** Bad payloads published, by kind. */
+  readonly bad: Readonly<Record<BadPayloadKind, number>>;
+  /** Connections cut on purpose (flapping) and machine power-offs. */
+  readonly flaps: number;
+  readonly outages: number;
   /** Publish → PUBACK, µs. */
   readonly ackLatencyUs: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number };
 }
@@ -95,23 +145,38 @@ export interface Fleet {
   /** Resolves once every machine has connected at least once; rejects after `timeoutMs`. */
   whenConnected(timeoutMs?: number): Promise<void>;
   stats(): FleetStats;
+  /** PUBACK latency of the whole run so far, encoded (hdr compressed base64). */
+  latencyEncoded(): string;
+  /** The run's figures over time, intervals since the fleet started. */
+  series(): SeriesPoint[];
   /** PUBACK ledger per machine id. */
   ledger(): ReadonlyMap<string, MachineLedger>;
+  /**
+   * Ends the faults (flapping, bad payloads, power-offs: powered-off machines come back now) and waits until every
+   * machine is connected again, at most `timeoutMs`; resolves with how many are connected.
+   */
+  calm(timeoutMs: number): Promise<number>;
   /** Status `offline` (clean-shutdown) from every connected machine, then DISCONNECT. Idempotent. */
   stop(): Promise<void>;
 }
 
 interface Runner {
   readonly sim: SimMachine;
+  readonly url: string;
   readonly client: MqttClient;
   readonly stamper: EnvelopeStamper;
   readonly ledger: MachineLedger;
+  readonly branch: BranchId;
   conn: number;
   everConnected: boolean;
   attempt: number;
   pending: number;
+  /** Powered off (an outage): no ticks, no reconnects until it powers on. */
+  off: boolean;
   tickTimer: NodeJS.Timeout | undefined;
   reconnectTimer: NodeJS.Timeout | undefined;
+  faultTimer: NodeJS.Timeout | undefined;
+  badTimer: NodeJS.Timeout | undefined;
 }
 
 const PAYLOAD_QOS: Record<Exclude<OutgoingKind, 'telemetry'> | 'meta', 1> = {
@@ -127,7 +192,7 @@ export function startFleet(options: FleetOptions): Fleet {
   const timeScale = options.timeScale ?? 1;
   const now = options.now ?? Date.now;
   const log = options.log ?? pino({ level: 'silent' });
-  const branch: BranchId = asBranchId(options.branch);
+  const fleetBranch: BranchId = asBranchId(options.branch);
   const tickMs = 1000 / rate;
   const tickS = (timeScale * tickMs) / 1000;
   const intervalMs = Math.round(tickMs);
@@ -137,35 +202,44 @@ export function startFleet(options: FleetOptions): Fleet {
   const maxPending = options.maxPending ?? 1_000;
   const backoff = options.backoffMs ?? { initial: 500, max: 30_000 };
   const connectGapMs = 1000 / (options.connectRate ?? 500);
+  const track = options.track ?? false;
+  const maxPendingConnects = options.maxPendingConnects ?? 6;
+  const gates = new Map<string, { active: number; queue: (() => void)[] }>();
 
   const published: Record<OutgoingKind | 'meta', number> = { meta: 0, status: 0, telemetry: 0, workout: 0, event: 0 };
+  const bad: Record<BadPayloadKind, number> = { 'not-json': 0, invalid: 0, 'wrong-source': 0, oversized: 0 };
   let publishedBytes = 0;
   let connects = 0;
   let reconnects = 0;
   let acked = 0;
   let dropped = 0;
   let errors = 0;
+  let flaps = 0;
+  let outages = 0;
   let stopping: Promise<void> | undefined;
-  const ackLatency = hdr.build({
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: 60_000_000,
-    numberOfSignificantValueDigits: 3,
-  });
+  let calmed = false;
+  const ackLatency = latencyHistogram();
+  const started = performance.now();
+  const series = createSeries(options.seriesIntervalMs ?? 1000);
   const connectWaiters = new Set<() => void>();
   const runners: Runner[] = [];
   const ordinals = new Map<MachineType, number>();
   const startTimers: NodeJS.Timeout[] = [];
+  const seriesTimer = setInterval(() => series.advance(performance.now() - started, connectedCount()), 250);
+  seriesTimer.unref();
 
   const publish = (runner: Runner, kind: OutgoingKind | 'meta', body: Body) => {
     const machine = asMachineId(runner.sim.id);
-    const topic = topics.machineUplink(branch, machine, kind);
+    const topic = topics.machineUplink(runner.branch, machine, kind);
     const qos = kind === 'telemetry' ? telemetryQos : PAYLOAD_QOS[kind];
     if (qos === 0 && !runner.client.connected) {
       dropped += 1;
+      series.dropped();
       return;
     }
     if (qos === 1 && runner.pending >= maxPending) {
       dropped += 1;
+      series.dropped();
       return;
     }
     const payload = toPayload(runner.stamper, kind, body, runner.conn);
@@ -182,28 +256,46 @@ export function startFleet(options: FleetOptions): Fleet {
     });
     published[kind] += 1;
     publishedBytes += text.length;
+    series.sent();
+    if (kind === 'telemetry' && track) {
+      runner.ledger.telemetry.seqs.push(payload.seq as number);
+      runner.ledger.telemetry.ts.push(payload.ts as number);
+    }
     if (qos === 0) {
       runner.client.publish(topic, text, { qos: 0 });
       return;
     }
-    runner.ledger.sent.push(msgId);
+    if (kind !== 'telemetry') {
+      runner.ledger.sent.push(msgId);
+      runner.ledger.kinds.push(kind);
+    }
     runner.pending += 1;
-    const sentAt = process.hrtime.bigint();
+    const sentAt = performance.now();
     runner.client.publish(topic, text, { qos: 1, retain: kind === 'status' || kind === 'meta' }, (err) => {
       runner.pending -= 1;
       if (err) {
         errors += 1;
+        series.error();
         log.debug({ machine: runner.sim.id, err: err.message }, 'publish failed');
         return;
       }
-      runner.ledger.acked.add(msgId);
+      if (kind === 'telemetry') {
+        if (track) runner.ledger.telemetry.acked.add(payload.seq as number);
+      } else {
+        runner.ledger.acked.add(msgId);
+      }
       acked += 1;
-      ackLatency.recordValue(Math.max(1, Number((process.hrtime.bigint() - sentAt) / 1000n)));
+      const us = Math.max(1, Math.round((performance.now() - sentAt) * 1000));
+      ackLatency.recordValue(Math.min(600_000_000, us));
+      series.acked(us);
     });
   };
 
   const tick = (runner: Runner) => {
+    if (runner.off) return;
     for (const out of runner.sim.tick(now())) publish(runner, out.kind, out.body);
+    const outageS = runner.sim.takeOutage();
+    if (outageS !== undefined && !calmed) void powerOff(runner, (outageS * 1000) / timeScale);
   };
 
   // The will belongs to one connection: compose it just before each CONNECT (status.ts, `conn`).
@@ -211,25 +303,96 @@ export function startFleet(options: FleetOptions): Fleet {
     runner.conn += 1;
     const will = toPayload(runner.stamper, 'status', { status: 'offline', lastWill: true }, runner.conn);
     runner.client.options.will = {
-      topic: topics.machineStatus(branch, asMachineId(runner.sim.id)),
+      topic: topics.machineStatus(runner.branch, asMachineId(runner.sim.id)),
       payload: Buffer.from(JSON.stringify(will)),
       qos: 1,
       retain: true,
     };
   };
 
+  /** Runs `connectNow` once a CONNECT slot to the runner's broker is free; the slot frees at CONNACK or close. */
+  const whenSlot = (runner: Runner, connectNow: () => void) => {
+    let gate = gates.get(runner.url);
+    if (!gate) gates.set(runner.url, (gate = { active: 0, queue: [] }));
+    const g = gate;
+    const leave = () => {
+      g.active -= 1;
+      const next = g.queue.shift();
+      if (next) {
+        g.active += 1;
+        next();
+      }
+    };
+    const enter = () => {
+      if (stopping) return leave();
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        runner.client.off('connect', release);
+        runner.client.off('close', release);
+        leave();
+      };
+      runner.client.once('connect', release);
+      runner.client.once('close', release);
+      connectNow();
+    };
+    if (g.active < maxPendingConnects) {
+      g.active += 1;
+      enter();
+    } else g.queue.push(enter);
+  };
+
   const scheduleReconnect = (runner: Runner) => {
-    if (stopping || runner.reconnectTimer) return;
+    if (stopping || runner.off || runner.reconnectTimer) return;
     const ceiling = Math.min(backoff.max, backoff.initial * 2 ** runner.attempt);
     const delay = ceiling * (0.5 + Math.random() * 0.5);
     runner.attempt += 1;
     runner.reconnectTimer = setTimeout(() => {
       runner.reconnectTimer = undefined;
-      if (stopping) return;
-      reconnects += 1;
-      armWill(runner);
-      runner.client.reconnect();
+      if (stopping || runner.off) return;
+      whenSlot(runner, () => {
+        reconnects += 1;
+        armWill(runner);
+        runner.client.reconnect();
+      });
     }, delay);
+  };
+
+  /** Clean power-off: status offline, DISCONNECT (no will), and back after `forMs`. */
+  const powerOff = async (runner: Runner, forMs: number) => {
+    if (runner.off || stopping) return;
+    runner.off = true;
+    outages += 1;
+    await goOffline(runner);
+    runner.faultTimer = setTimeout(() => {
+      runner.faultTimer = undefined;
+      if (stopping) return;
+      runner.off = false;
+      runner.attempt = 0;
+      whenSlot(runner, () => {
+        reconnects += 1;
+        armWill(runner);
+        runner.client.reconnect();
+      });
+    }, forMs);
+  };
+
+  /** Cuts the connection without a DISCONNECT, as a dropped network does: the broker publishes the will. */
+  const flap = (runner: Runner) => {
+    if (stopping || runner.off || !runner.client.connected) return;
+    flaps += 1;
+    runner.client.stream.destroy();
+  };
+
+  const sendBad = (runner: Runner, rng: ReturnType<typeof createRng>) => {
+    if (stopping || runner.off || !runner.client.connected) return;
+    const other = runners[rng.int(0, runners.length - 1)]!.sim.id;
+    const made = badPayload(rng, { machine: runner.sim.id, other });
+    bad[made.kind] += 1;
+    if (made.msgId !== undefined) runner.ledger.bad.push(made.msgId);
+    const topic = topics.machineUplink(runner.branch, asMachineId(runner.sim.id), made.lane);
+    runner.client.publish(topic, made.payload, { qos: made.lane === 'telemetry' ? 0 : 1 }, () => undefined);
   };
 
   options.machines.forEach((machine, index) => {
@@ -243,6 +406,10 @@ export function startFleet(options: FleetOptions): Fleet {
       tickS,
       telemetryIntervalMs,
       nowMs: now(),
+      day: options.day,
+      members: options.members,
+      trouble: options.trouble,
+      onMember: options.onMember,
     });
     const clientOptions: IClientOptions = {
       clientId: machine.id,
@@ -250,26 +417,44 @@ export function startFleet(options: FleetOptions): Fleet {
       ...(machine.secret === undefined ? {} : { password: machine.secret }),
       protocolVersion: 4,
       clean: true,
-      keepalive: 30,
+      keepalive: options.keepaliveS ?? 30,
       connectTimeout: 10_000,
       reconnectPeriod: 0,
       queueQoSZero: false,
       manualConnect: true,
     };
-    const client = connect(options.url, clientOptions);
+    const client = connect(machine.url ?? options.url, clientOptions);
+    const stamper = createEnvelopeStamper({ source: asMachineId(machine.id), now });
     const runner: Runner = {
       sim,
+      url: machine.url ?? options.url,
       client,
-      stamper: createEnvelopeStamper({ source: asMachineId(machine.id), now }),
-      ledger: { sent: [], acked: new Set() },
+      stamper,
+      ledger: {
+        branch: machine.branch ?? options.branch,
+        bootId: stamper.bootId,
+        sent: [],
+        kinds: [],
+        acked: new Set(),
+        telemetry: { seqs: [], ts: [], acked: new Set() },
+        bad: [],
+      },
+      branch: machine.branch === undefined ? fleetBranch : asBranchId(machine.branch),
       conn: -1,
       everConnected: false,
       attempt: 0,
       pending: 0,
+      off: false,
       tickTimer: undefined,
       reconnectTimer: undefined,
+      faultTimer: undefined,
+      badTimer: undefined,
     };
     runners.push(runner);
+    // Which machines flap or send bad payloads depends on the seed and the machine alone.
+    const faultRng = createRng(deriveSeed(options.seed, `${machine.id}/faults`));
+    const flapping = options.flapping !== undefined && faultRng.chance(options.flapping.share);
+    const sendsBad = options.badPayloads !== undefined && faultRng.chance(options.badPayloads.share);
     client.on('connect', () => {
       connects += 1;
       runner.attempt = 0;
@@ -284,6 +469,23 @@ export function startFleet(options: FleetOptions): Fleet {
           tick(runner);
           runner.tickTimer = setInterval(() => tick(runner), intervalMs);
         }, offset);
+        if (flapping) {
+          const everyMs = options.flapping.everyS * 1000;
+          const next = () => {
+            runner.faultTimer = setTimeout(
+              () => {
+                flap(runner);
+                next();
+              },
+              everyMs * faultRng.between(0.5, 1.5),
+            );
+          };
+          next();
+        }
+        if (sendsBad) {
+          const gapMs = 1000 / options.badPayloads.perS;
+          runner.badTimer = setInterval(() => sendBad(runner, faultRng), gapMs);
+        }
       }
     });
     client.on('close', () => scheduleReconnect(runner));
@@ -303,32 +505,54 @@ export function startFleet(options: FleetOptions): Fleet {
     startTimers.push(
       setTimeout(() => {
         if (stopping) return;
-        armWill(runner);
-        client.connect();
+        whenSlot(runner, () => {
+          armWill(runner);
+          client.connect();
+        });
       }, index * connectGapMs),
     );
   });
 
-  const connectedCount = () => runners.filter((runner) => runner.client.connected).length;
+  function connectedCount() {
+    let n = 0;
+    for (const runner of runners) if (runner.client.connected) n += 1;
+    return n;
+  }
   const allConnectedOnce = () => runners.every((runner) => runner.everConnected);
 
-  const stopRunner = async (runner: Runner) => {
-    clearTimeout(runner.reconnectTimer);
-    clearTimeout(runner.tickTimer);
-    clearInterval(runner.tickTimer);
+  /** Status `offline` (clean-shutdown) if connected, then DISCONNECT. */
+  const goOffline = async (runner: Runner) => {
     const { client } = runner;
     if (client.connected) {
       const body = { status: 'offline', since: now(), reason: 'clean-shutdown' };
-      const payload = JSON.stringify(toPayload(runner.stamper, 'status', body, runner.conn));
-      const topic = topics.machineStatus(branch, asMachineId(runner.sim.id));
+      const stamped = toPayload(runner.stamper, 'status', body, runner.conn);
+      const msgId = stamped.msgId as string;
+      const topic = topics.machineStatus(runner.branch, asMachineId(runner.sim.id));
       published.status += 1;
+      runner.ledger.sent.push(msgId);
+      runner.ledger.kinds.push('status');
       await Promise.race([
-        client.publishAsync(topic, payload, { qos: 1, retain: true }).catch(() => undefined),
+        client.publishAsync(topic, JSON.stringify(stamped), { qos: 1, retain: true }).then(
+          () => {
+            runner.ledger.acked.add(msgId);
+            acked += 1;
+          },
+          () => undefined,
+        ),
         new Promise((resolve) => setTimeout(resolve, 2_000)),
       ]);
     }
     await Promise.race([client.endAsync(!client.connected), new Promise((resolve) => setTimeout(resolve, 2_000))]);
     if (!client.disconnected) client.end(true);
+  };
+
+  const stopRunner = async (runner: Runner) => {
+    clearTimeout(runner.reconnectTimer);
+    clearTimeout(runner.tickTimer);
+    clearInterval(runner.tickTimer);
+    clearTimeout(runner.faultTimer);
+    clearInterval(runner.badTimer);
+    await goOffline(runner);
   };
 
   return {
@@ -358,6 +582,7 @@ export function startFleet(options: FleetOptions): Fleet {
       return {
         machines: runners.length,
         connected: connectedCount(),
+        everConnected: runners.filter((runner) => runner.everConnected).length,
         connects,
         reconnects,
         published: { ...published },
@@ -366,6 +591,9 @@ export function startFleet(options: FleetOptions): Fleet {
         pendingAcks,
         dropped,
         errors,
+        bad: { ...bad },
+        flaps,
+        outages,
         ackLatencyUs: {
           p50: ackLatency.totalCount ? ackLatency.getValueAtPercentile(50) : 0,
           p99: ackLatency.totalCount ? ackLatency.getValueAtPercentile(99) : 0,
@@ -374,11 +602,44 @@ export function startFleet(options: FleetOptions): Fleet {
         },
       };
     },
+    latencyEncoded() {
+      return ackLatency.totalCount === 0 ? '' : hdr.encodeIntoCompressedBase64(ackLatency);
+    },
+    series() {
+      const connected = connectedCount();
+      series.advance(performance.now() - started, connected);
+      return series.points(connected);
+    },
     ledger() {
       return new Map(runners.map((runner) => [runner.sim.id, runner.ledger]));
     },
+    async calm(timeoutMs) {
+      calmed = true;
+      for (const runner of runners) {
+        clearInterval(runner.badTimer);
+        runner.badTimer = undefined;
+        if (runner.faultTimer !== undefined) {
+          clearTimeout(runner.faultTimer);
+          runner.faultTimer = undefined;
+          if (runner.off) {
+            runner.off = false;
+            runner.attempt = 0;
+            whenSlot(runner, () => {
+              reconnects += 1;
+              armWill(runner);
+              runner.client.reconnect();
+            });
+          }
+        }
+      }
+      const deadline = Date.now() + timeoutMs;
+      while (connectedCount() < runners.length && Date.now() < deadline && !stopping)
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      return connectedCount();
+    },
     stop() {
       stopping ??= (async () => {
+        clearInterval(seriesTimer);
         for (const timer of startTimers) clearTimeout(timer);
         await Promise.all(runners.map(stopRunner));
       })();

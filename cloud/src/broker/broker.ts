@@ -325,8 +325,16 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
     return counts;
   }
 
+  /** Connections open now, all listeners together (the WebSocket listener has no server-side cap of its own). */
+  let open = 0;
   /** Every accepted connection, whatever the listener: limits, guard, then Aedes. */
   function accept(listener: ListenerName, stream: Duplex, ip: string, req?: IncomingMessage): void {
+    if (open >= config.maxConnections) {
+      metrics.refused.inc({ listener, reason: 'max-connections' });
+      if (mayLog()) log.warn({ ip, listener, max: config.maxConnections }, 'mqtt: connection limit reached');
+      stream.destroy();
+      return;
+    }
     if (!limits.admit(ip)) {
       metrics.refused.inc({ listener, reason: 'too-many-pending' });
       if (mayLog()) log.warn({ ip, listener }, 'mqtt: too many connections without CONNECT from one address');
@@ -343,6 +351,15 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
       },
     });
     connections.set(guarded, info);
+    open += 1;
+    let counted = true;
+    const uncount = () => {
+      if (!counted) return;
+      counted = false;
+      open -= 1;
+    };
+    stream.once('close', uncount);
+    guarded.once('close', uncount);
     guarded.once('close', () => {
       if (info.pending) {
         info.pending = false;
@@ -381,6 +398,18 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
   tlsServer.on('tlsClientError', () => metrics.refused.inc({ listener: 'tls', reason: 'tls-handshake' }));
   tcpServer.maxConnections = config.maxConnections;
   tlsServer.maxConnections = config.maxConnections;
+  // Past maxConnections Node closes a new socket itself ('drop'); counted like every other refusal. An accept that
+  // fails (EMFILE: out of file descriptors, ENFILE, ENOMEM) is an 'error' on the server: without a listener it
+  // would be an uncaught exception, and a broker must refuse a connection, never die of one.
+  for (const [listener, server] of [
+    ['tcp', tcpServer],
+    ['tls', tlsServer],
+  ] as const) {
+    server.on('drop', () => {
+      metrics.refused.inc({ listener, reason: 'max-connections' });
+      if (mayLog()) log.warn({ listener, max: config.maxConnections }, 'mqtt: connection limit reached');
+    });
+  }
 
   const listenOn = async (server: net.Server, host: string, port: number): Promise<ListenerAddress> => {
     server.listen(port, host);
@@ -396,6 +425,15 @@ export async function startCloudBroker(options: CloudBrokerOptions): Promise<Clo
   try {
     const tcpAddress = await listenOn(tcpServer, config.tcp.host, config.tcp.port);
     const tlsAddress = await listenOn(tlsServer, config.tls.host, config.tls.port);
+    for (const [listener, server] of [
+      ['tcp', tcpServer],
+      ['tls', tlsServer],
+    ] as const) {
+      server.on('error', (err: NodeJS.ErrnoException) => {
+        metrics.refused.inc({ listener, reason: 'accept-failed' });
+        if (mayLog()) log.error({ listener, err: err.message, code: err.code }, 'mqtt: accepting a connection failed');
+      });
+    }
     tcpAddress.url = `mqtt://${tcpAddress.host}:${tcpAddress.port}`;
     tlsAddress.url = `mqtts://${tlsAddress.host.includes(':') ? `[${tlsAddress.host}]` : tlsAddress.host}:${tlsAddress.port}`;
     await publishCloudState(aedes, { online: true, since: clock.nowMs(), version });

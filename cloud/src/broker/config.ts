@@ -54,7 +54,7 @@ export const brokerEnv = {
   MQTT_CONNECT_LIMIT_WINDOW_S: envInt(10, 1, 3600),
   /** Connections per client address that have not yet sent CONNECT; more are closed at once (RELIABILITY A5). */
   MQTT_MAX_PENDING_PER_IP: envInt(256, 1, 100_000),
-  /** Most connections per listener. */
+  /** Most connections open at once, all listeners together (each TCP/TLS listener also refuses past it). */
   MQTT_MAX_CONNECTIONS: envInt(10_000, 1, 1_000_000),
   /** How often connected identities are checked against the store, so a revoked one is disconnected. */
   MQTT_IDENTITY_RECHECK_MS: envInt(30_000, 1000, 3_600_000),

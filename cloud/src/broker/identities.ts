@@ -70,13 +70,49 @@ function toRecord(doc: IdentityDoc): IdentityRecord {
   };
 }
 
+/** Most identities one lookup query asks for. */
+const FIND_BATCH = 500;
+
 export function createIdentityStore(mongo: Connection): IdentityStore {
   const Identity = (mongo.models.MqttIdentity ?? mongo.model('MqttIdentity', IdentitySchema)) as Model<IdentityDoc>;
+  // Lookups asked for in the same turn of the event loop share one query: a storm of CONNECTs (a fleet coming back
+  // after a restart, a load test) costs one round trip per batch instead of one per client (bench:broker measured
+  // 343 connects/s against the MongoDB stand-in with one findById per CONNECT).
+  let waiting: Map<string, { resolve: (r: IdentityRecord | undefined) => void; reject: (e: unknown) => void }[]> =
+    new Map();
+  const flush = () => {
+    const batch = waiting;
+    waiting = new Map();
+    const ids = [...batch.keys()];
+    for (let i = 0; i < ids.length; i += FIND_BATCH) {
+      const chunk = ids.slice(i, i + FIND_BATCH);
+      // Ids are validated before a lookup and are strings here; the operator is ours, not input (sanitizeFilter).
+      const inIds = mongoose.trusted({ $in: chunk }) as unknown as string;
+      Identity.find({ _id: inIds })
+        .lean<IdentityDoc[]>()
+        .then(
+          (docs) => {
+            const byId = new Map(docs.map((doc) => [doc._id, doc]));
+            for (const id of chunk) {
+              const doc = byId.get(id);
+              for (const waiter of batch.get(id)!) waiter.resolve(doc ? toRecord(doc) : undefined);
+            }
+          },
+          (err: unknown) => {
+            for (const id of chunk) for (const waiter of batch.get(id)!) waiter.reject(err);
+          },
+        );
+    }
+  };
   return {
-    async find(id) {
-      // Ids are validated before a lookup; a non-string can never reach the query (sanitizeFilter is the 2nd line).
-      const doc = await Identity.findById(String(id)).lean<IdentityDoc>();
-      return doc ? toRecord(doc) : undefined;
+    find(id) {
+      const key = String(id);
+      return new Promise((resolve, reject) => {
+        if (waiting.size === 0) setImmediate(flush);
+        const list = waiting.get(key);
+        if (list) list.push({ resolve, reject });
+        else waiting.set(key, [{ resolve, reject }]);
+      });
     },
     async insert(record) {
       try {
