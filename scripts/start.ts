@@ -6,7 +6,7 @@
  * Ctrl-C stops everything in reverse order. Every child runs under a parent-death signal, so even a kill -9 of this
  * process leaves nothing behind.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as v from 'valibot';
 import { envInt, envPort, envUrl, parseEnv, ConfigError } from '../tools/runtime/env-config.ts';
@@ -169,7 +169,13 @@ try {
     `cloud MQTT                 mqtts://127.0.0.1:${env.MQTT_TLS_PORT} (CA ${caFile}), mqtt://127.0.0.1:${env.MQTT_TCP_PORT} (loopback), ws://127.0.0.1:${env.HTTP_PORT}/mqtt`,
   );
 
-  const demo = await provisionDemoBranch({ mongoUrl, dataDir: env.NXG_DATA_DIR, machines: env.NXG_DEMO_MACHINES });
+  const demo = await provisionDemoBranch({
+    mongoUrl,
+    dataDir: env.NXG_DATA_DIR,
+    apiUrl,
+    mailDir: process.env.MAIL_DIR ?? path.join(env.NXG_DATA_DIR, 'mail'),
+    machines: env.NXG_DEMO_MACHINES,
+  });
   if (demo.fresh)
     say(
       `provisioned branch ${demo.branch}: gateway ${demo.gatewayId}, ${demo.machineCount} machines, observer ${demo.observer.id}`,
@@ -181,8 +187,12 @@ try {
     {
       ...process.env,
       LOG_FORMAT: logFormat,
-      GATEWAY_MACHINES_FILE: demo.machinesFile,
-      GATEWAY_SECRET_FILE: demo.gatewaySecretFile,
+      GATEWAY_DATA_DIR: demo.gatewayDataDir,
+      // Enrolled (GATEWAY_DATA_DIR/enrolment.json) with its QR door scanners; a data directory from before
+      // enrolment runs on its machines file and secret.
+      ...(demo.legacy
+        ? { GATEWAY_MACHINES_FILE: demo.legacy.machinesFile, GATEWAY_SECRET_FILE: demo.legacy.gatewaySecretFile }
+        : { GATEWAY_QR_READERS: demo.scanners.map((s) => `${s.reader}=${s.file}`).join(',') }),
       GATEWAY_UPLINK_URL: `mqtts://127.0.0.1:${env.MQTT_TLS_PORT}`,
       GATEWAY_UPLINK_CA_FILE: caFile,
       GATEWAY_MQTT_PORT: String(env.GATEWAY_MQTT_PORT),
@@ -212,7 +222,35 @@ try {
     );
     say(`simulated machines         ${demo.machineCount} on branch ${demo.branch}  (pid ${sim.pid})`);
   }
-  say(`machine availability       ${apiUrl}/api/machines/availability?branchId=${demo.branch}`);
+  // Where the hub listens, for `npm run sim` (simulators/src/stack.ts): mode 0600, MONGO_URL may hold a password.
+  await writeFile(
+    path.join(env.NXG_DATA_DIR, 'hub.json'),
+    `${JSON.stringify({
+      mongoUrl,
+      apiUrl,
+      mqttTlsUrl: `mqtts://127.0.0.1:${env.MQTT_TLS_PORT}`,
+      caFile,
+      demo: {
+        branch: demo.branch,
+        gatewayUrl: `mqtt://127.0.0.1:${env.GATEWAY_MQTT_PORT}`,
+        credentialsFile: demo.simulatorCredentialsFile,
+        machines: demo.machineCount,
+      },
+    })}\n`,
+    { mode: 0o600 },
+  );
+  say(
+    `machine availability       ${apiUrl}/api/machines/availability?branchId=${demo.branch}  (e.g. curl -u ${demo.observer.id}:<password> …, or a member's bearer token)`,
+  );
+  for (const s of demo.scanners) {
+    say(`QR scanner ${s.reader.padEnd(16)}${s.file} (${s.action}): each line appended is one scan`);
+  }
+  if (demo.member) {
+    say(`demo member                ${demo.member.email}  password ${demo.member.password}  (${demo.member.file})`);
+    say(
+      `  scan their QR token at a door: npm run demo:scan -- in|out  (or: echo <token from GET /api/access/qr-token> >> ${demo.scanners[0]?.file ?? '<scanner file>'})`,
+    );
+  }
   say(`observer credentials       user ${demo.observer.id}  password ${demo.observer.secret}`);
   say(
     `  e.g. mosquitto_sub -h 127.0.0.1 -p ${env.MQTT_TLS_PORT} --cafile ${caFile} -u ${demo.observer.id} -P '<password>' -i ${demo.observer.id}.cli -t 'nxg/v1/b/${demo.branch}/live/#' -v`,

@@ -7,9 +7,12 @@ import type { Connection } from 'mongoose';
 import type { Redis } from 'ioredis';
 import type { Clock } from '../../tools/runtime/clock.ts';
 import type { Logger } from '../../tools/runtime/logger.ts';
+import type { Access } from './access/index.ts';
 import { createAuth, type AuthService } from './auth/index.ts';
+import { startBranchDomains, type BranchDomains, type BranchesService } from './branches/index.ts';
 import { createAppTokens, type AppTokens } from './broker/app-tokens.ts';
 import { startCloudBroker, type CloudBroker } from './broker/broker.ts';
+import { createGatewayRequests, type GatewayRequests } from './broker/gateway-requests.ts';
 import { createIdentityStore, type IdentityStore } from './broker/identities.ts';
 import type { CloudConfig } from './config.ts';
 import { createFieldCipher } from './crypto/field-cipher.ts';
@@ -23,12 +26,13 @@ import { listen, type HttpServer } from './http/server.ts';
 import { startIngest, type Ingest } from './ingest/ingest.ts';
 import type { MachineDirectory } from './ingest/sources.ts';
 import { startJobs, type Jobs } from './jobs/jobs.ts';
-import { machineRoutes } from './machines/routes.ts';
+import { createMachines, createOverlays, type Machines } from './machines/index.ts';
 import { createMetrics, type CloudMetrics } from './metrics/metrics.ts';
 import { metricsRoutes } from './metrics/routes.ts';
 import { createErrorReporter, type ErrorReporter } from './observability/sentry.ts';
 import { apiRateLimit } from './ratelimit/api-limit.ts';
 import { createUsers, type Users } from './users/index.ts';
+import { createSessions, type Sessions } from './sessions/index.ts';
 import { createErasureCheck } from './privacy/index.ts';
 import { version } from './version.ts';
 
@@ -50,6 +54,18 @@ export interface RunningCloud {
   users: Users;
   /** Uplink ingest and live machine state: `ingest.live.listBranch(…)`. */
   ingest: Ingest;
+  /** Gateways' online requests (`gw/{gateway}/req/{name}`): `gatewayRequests.handle(name, handler)`. */
+  gatewayRequests: GatewayRequests;
+  /** Gym sessions: `sessions.current(userId)`, `onEnded(listener)`, `recordMachineUse(sessionId, machineId)`. */
+  sessions: Sessions;
+  /** Machines: links (`machines.links`), workouts, maintenance, waitlists, heartbeats, live workout forwarding. */
+  machines: Machines;
+  /** Branches: `branches.get(id)` (time zone, opening hours; helpers isOpenAt/closingAfter in branches/index.ts). */
+  branches: BranchesService;
+  /** Access: `access.resolver.resolve(credential, {branch, atMs})`, cards, QR tokens, allow-lists. */
+  access: Access;
+  /** Equipment registry, gateways (store, configuration/allow-list sync) — the whole domain assembly. */
+  sites: BranchDomains;
   /** Graceful: /health turns 503, in-flight requests finish (within the grace period), then connections close. */
   stop(): Promise<void>;
 }
@@ -99,6 +115,10 @@ export async function startCloud({
     opened.push(() => broker.close());
     health.add(broker.healthCheck());
     const cipher = createFieldCipher(await loadKeyring(config.crypto, { log: log.child({ module: 'crypto' }) }));
+    // Machines' Redis overlay (linked → in_use, out of order → maintenance) applies to what ingest publishes; the
+    // machines domain itself is built once sessions exist, and bound late.
+    const overlays = createOverlays(redis);
+    const late2: { machines?: Machines } = {};
     const ingest = await startIngest({
       aedes: broker.aedes,
       mongo,
@@ -110,8 +130,30 @@ export async function startCloud({
       telemetryRetentionDays: config.jobs.telemetryRetentionDays,
       machines: machineDirectory(identities),
       erasedMembers: createErasureCheck({ mongo, cipher }),
+      liveHooks: { overlay: overlays, observe: (branch, a) => late2.machines?.observe(branch, a) },
+      onTelemetry: (branch, samples) => late2.machines?.onTelemetry(branch, samples),
     });
     opened.push(() => ingest.stop());
+    // Registered before any batch can be stored, so every door scan is marked pending for sessions (a gateway's
+    // access lane drains first after a restart); until sessions exist a run fails and ingest's sweep retries it.
+    const lateSessions: { sessions?: Sessions } = {};
+    ingest.onStored(
+      'access-scan',
+      (records) =>
+        lateSessions.sessions
+          ? lateSessions.sessions.reconcileScans(records)
+          : Promise.reject(new Error('sessions not ready')),
+      { name: 'sessions' },
+    );
+    const gatewayRequests = createGatewayRequests({
+      aedes: broker.aedes,
+      redis,
+      log: log.child({ module: 'gateway-requests' }),
+      registry: metrics.registry,
+      clock,
+      ...config.sessions.gatewayRequests,
+    });
+    opened.push(() => gatewayRequests.stop());
     const jobs = await startJobs({
       mongoUrl: config.mongo.url,
       db: mongo.db!,
@@ -145,9 +187,13 @@ export async function startCloud({
       const { completed, stillPending } = await users.privacy.retryPending();
       if (completed + stillPending > 0) log.info({ completed, stillPending }, 'pending GDPR deletions retried');
     });
+    // Staff also read their assigned branches (as over REST); the branches service starts just below.
+    const lateSites: { staffOf?: (userId: string) => Promise<readonly string[]> } = {};
     const appTokens = await createAppTokens({
       auth,
       memberships: users.services.memberships,
+      staffBranches: (userId) =>
+        lateSites.staffOf ? lateSites.staffOf(userId) : Promise.reject(new Error('branches not started yet')),
       mongo,
       aedes: broker.aedes,
       clock,
@@ -155,6 +201,69 @@ export async function startCloud({
     });
     late.appTokens = appTokens;
     opened.push(() => Promise.resolve(appTokens.stop()));
+    const sites = await startBranchDomains({
+      mongo,
+      redis,
+      aedes: broker.aedes,
+      identities,
+      auth,
+      users,
+      clock,
+      log: log.child({ module: 'sites' }),
+      config: { access: config.access, gateways: config.gateways },
+    });
+    opened.push(() => sites.stop());
+    lateSites.staffOf = (userId) => sites.branches.staff.branchesOf(userId);
+    const sessions = await createSessions({
+      mongo,
+      clock,
+      log: log.child({ module: 'sessions' }),
+      config: config.sessions,
+      jobs,
+      credentials: sites.access.resolver,
+      branches: sites.branches,
+      requireUser: (options) => auth.requireUser(options),
+      canManage: (user, branchId) => sites.branches.canManage(user, branchId),
+      gatewayRequests,
+      aedes: broker.aedes,
+      privacy: users.privacy,
+    });
+    opened.push(() => sessions.stop());
+    // Door decisions a gateway took offline, applied to sessions by event time (durable: ingest retries failures).
+    lateSessions.sessions = sessions;
+    const memberOf = async (userId: string, branchId: string) =>
+      (await users.services.memberships.list(userId)).some((m) => m.branchId === branchId);
+    const machines = await createMachines({
+      db: mongo.db!,
+      redis,
+      aedes: broker.aedes,
+      live: ingest.live,
+      overlays,
+      sessions,
+      credentials: sites.access.resolver,
+      gatewayRequests,
+      ingest,
+      jobs,
+      identities,
+      privacy: users.privacy,
+      access: {
+        guard: auth.requireUser(),
+        staffGuard: auth.requireUser({ roles: ['staff', 'admin'] }),
+        canManage: (user, branchId) => sites.branches.canManage(user, branchId),
+        // As the MQTT app tokens: memberships count with a verified email; staff also see their branches.
+        canSee: async (user, branchId) =>
+          user.role === 'admin' ||
+          (user.role === 'staff' && (await sites.branches.canManage(user, branchId))) ||
+          (user.emailVerified && (await memberOf(user.id, branchId))),
+      },
+      clock,
+      log: log.child({ module: 'machines' }),
+      config: config.machines,
+    });
+    late2.machines = machines;
+    opened.push(() => machines.stop());
+    // Every request handler is registered (check-in/out: sessions; link/unlink: machines): gateways may ask now.
+    await gatewayRequests.start();
 
     const errorReporter = createErrorReporter({
       config: config.sentry,
@@ -172,7 +281,9 @@ export async function startCloud({
         ...metricsRoutes(metrics, config.metrics),
         ...auth.routes,
         ...users.routes,
-        ...machineRoutes({ live: ingest.live, nowMs: () => clock.nowMs() }),
+        ...sites.routes,
+        ...sessions.routes,
+        ...machines.routes,
       ],
       rateLimit: apiRateLimit({ redis, config: config.rateLimit, log: log.child({ module: 'ratelimit' }) }),
       errorReporter,
@@ -191,6 +302,10 @@ export async function startCloud({
       broker,
       users,
       ingest,
+      sites,
+      gatewayRequests,
+      sessions,
+      machines,
       jobs,
     });
   } catch (err) {
@@ -211,11 +326,16 @@ interface CloudParts {
   broker: CloudBroker;
   users: Users;
   ingest: Ingest;
+  sites: BranchDomains;
+  gatewayRequests: GatewayRequests;
+  sessions: Sessions;
+  machines: Machines;
   jobs: Jobs;
 }
 
 function running(config: CloudConfig, log: Logger, parts: CloudParts): RunningCloud {
-  const { http, mongo, redis, health, metrics, errorReporter, auth, broker, users, ingest, jobs } = parts;
+  const { http, mongo, redis, health, metrics, errorReporter, auth, broker, users, ingest, gatewayRequests, jobs } =
+    parts;
   let stopping: Promise<void> | undefined;
   return {
     url: http.url,
@@ -228,6 +348,12 @@ function running(config: CloudConfig, log: Logger, parts: CloudParts): RunningCl
     broker,
     users,
     ingest,
+    branches: parts.sites.branches,
+    access: parts.sites.access,
+    sites: parts.sites,
+    gatewayRequests,
+    sessions: parts.sessions,
+    machines: parts.machines,
     stop() {
       stopping ??= (async () => {
         health.markShuttingDown();
@@ -235,6 +361,11 @@ function running(config: CloudConfig, log: Logger, parts: CloudParts): RunningCl
         if (config.http.shutdownDrainDelayMs > 0) await delay(config.http.shutdownDrainDelayMs);
         // Before the broker: batches being written still get their acks out.
         await ingest.stop();
+        await parts.machines.stop(); // link releases and live forwarding still running
+        // Before the broker: its subscriptions and pushes to gateways end first.
+        await parts.sites.stop();
+        await gatewayRequests.stop();
+        await parts.sessions.stop(); // session-ended listeners still running
         // First: it publishes the cloud's offline state and ends the WebSocket connections the HTTP server holds.
         await broker.close();
         await http.close(config.http.shutdownGraceMs);

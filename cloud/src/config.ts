@@ -13,11 +13,15 @@ import {
   envUrl,
   parseEnv,
 } from '../../tools/runtime/env-config.ts';
+import { AccessEnv, accessConfigFrom, type AccessConfig } from './access/config.ts';
 import { authConfig, authEnv, type AuthConfig } from './auth/config.ts';
 import { brokerConfig, brokerConfigProblems, brokerEnv, type BrokerConfig } from './broker/config.ts';
 import { cryptoConfig, cryptoEnvEntries, type CryptoConfig } from './crypto/config.ts';
+import { GatewaysEnv, gatewaysConfigFrom, type GatewaysConfig } from './gateways/config.ts';
 import { IngestEnv, ingestConfigFrom, type IngestConfig } from './ingest/config.ts';
+import { MachinesEnv, machinesConfigFrom, type MachinesConfig } from './machines/config.ts';
 import { JobsEnv, jobsConfigFrom, type JobsConfig } from './jobs/config.ts';
+import { SessionsEnv, sessionsConfigFrom, type SessionsConfig } from './sessions/config.ts';
 import { mailConfig, mailEnv, type MailConfig } from './mail/config.ts';
 import { observabilityConfig, observabilityEnv, type SentryConfig } from './observability/config.ts';
 import { rateLimitConfig, rateLimitEnv, type RateLimitConfig } from './ratelimit/config.ts';
@@ -73,7 +77,11 @@ const CloudEnv = v.object({
   ...observabilityEnv,
   ...cryptoEnvEntries,
   ...IngestEnv,
+  ...MachinesEnv,
   ...JobsEnv,
+  ...AccessEnv,
+  ...GatewaysEnv,
+  ...SessionsEnv,
 });
 
 export type CloudEnv = v.InferOutput<typeof CloudEnv>;
@@ -102,7 +110,11 @@ export interface CloudConfig {
   sentry: SentryConfig;
   crypto: CryptoConfig;
   ingest: IngestConfig;
+  machines: MachinesConfig;
   jobs: JobsConfig;
+  access: AccessConfig;
+  gateways: GatewaysConfig;
+  sessions: SessionsConfig;
 }
 
 export function loadCloudConfig(env: Readonly<Record<string, string | undefined>>): CloudConfig {
@@ -137,7 +149,11 @@ export function loadCloudConfig(env: Readonly<Record<string, string | undefined>
     ...observabilityConfig(e),
     ...cryptoConfig(e, { loopback: isLoopback(e.HTTP_HOST) }),
     ingest: ingestConfigFrom(e),
+    machines: machinesConfigFrom(e),
     jobs: jobsConfigFrom(e),
+    access: accessConfigFrom(e),
+    gateways: gatewaysConfigFrom(e),
+    sessions: sessionsConfigFrom(e),
   };
 }
 

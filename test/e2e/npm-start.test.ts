@@ -132,13 +132,21 @@ describe('npm start (end to end)', function () {
     expect(body.checks.redis!.status).to.equal('up');
     expect((await fetch(`${started.apiUrl}/api/docs`)).status).to.equal(200);
 
-    // The demo branch: gateway healthy, ≥ 40 machines live through gateway → cloud broker → ingest → Redis.
+    // The demo branch: gateway healthy, ≥ 40 machines live through gateway → cloud broker → ingest → Redis, read
+    // with the observer credentials npm start prints (HTTP Basic).
+    const observer = started.lines
+      .map((l) => /observer credentials\s+user (\S+)\s+password (\S+)/.exec(l))
+      .find(Boolean);
+    expect(observer, started.lines.join('\n')).to.not.equal(undefined);
+    const observerAuth = {
+      Authorization: `Basic ${Buffer.from(`${observer![1]}:${observer![2]}`).toString('base64')}`,
+    };
     const gatewayHealth = await fetch(`http://127.0.0.1:${started.ports.GATEWAY_HEALTH_PORT}/health`);
     expect(gatewayHealth.status).to.equal(200);
     const availability = await eventually(
       '≥ 40 machines in the availability list',
       async () => {
-        const r = await fetch(`${started.apiUrl}/api/machines/availability?branchId=demo`);
+        const r = await fetch(`${started.apiUrl}/api/machines/availability?branchId=demo`, { headers: observerAuth });
         const json = (await r.json()) as { machines: { machine: string; status: string }[] };
         return json.machines.length >= 40 ? json : undefined;
       },

@@ -70,6 +70,7 @@ export async function provisionBranch(
   const gatewaySecretFile = path.join(dir, `${gatewayId}.secret`);
   await writeFile(machinesFile, JSON.stringify(await gatewayMachines({ store }, gatewayId)));
   await writeFile(gatewaySecretFile, `${gateway.secret}\n`, { mode: 0o600 });
+  observers.set(branch, { id: observer.identity.id, secret: observer.secret });
   return {
     branch,
     gateway: { id: gatewayId, secret: gateway.secret },
@@ -86,7 +87,7 @@ export async function provisionBranch(
  * output is kept (recentOutput) for failure messages, not printed. Under c8 (`npm run test:mocha`) they write their
  * coverage too, when they exit normally.
  */
-function spawnNode(name: string, args: string[], env: Record<string, string>): Promise<ServiceProcess> {
+export function spawnNode(name: string, args: string[], env: Record<string, string>): Promise<ServiceProcess> {
   const coverage = process.env.NODE_V8_COVERAGE;
   return spawnService({
     name,
@@ -196,6 +197,8 @@ export async function startGatewayProcess(
     LOG_LEVEL: 'info',
     GATEWAY_MACHINES_FILE: branch.machinesFile,
     GATEWAY_SECRET_FILE: branch.gatewaySecretFile,
+    // Its queue beside its machines file, never the repository's data/gateway.
+    GATEWAY_DATA_DIR: path.join(path.dirname(branch.machinesFile), 'gateway-data'),
     GATEWAY_MQTT_PORT: '0',
     GATEWAY_HEALTH_PORT: '0',
     GATEWAY_UPLINK_URL: `mqtts://127.0.0.1:${cloud.tlsPort}`,
@@ -259,7 +262,9 @@ export async function startSimulatorProcess(
     ],
     { LOG_FORMAT: 'json' },
   );
-  await proc.waitForLine(/all machines connected/, 60_000);
+  // The simulator's coordinator logs `scenario: fleet connected` once every process is past its connect phase (older
+  // builds: `all machines connected`).
+  await proc.waitForLine(/all machines connected|fleet connected/, 60_000);
   return proc;
 }
 
@@ -270,8 +275,24 @@ export interface AvailabilityMachine {
   lastSeen?: number;
 }
 
-export async function availability(apiUrl: string, branch: string): Promise<AvailabilityMachine[]> {
-  const res = await fetch(`${apiUrl}/api/machines/availability?branchId=${branch}`);
+/** Observers provisioned by provisionBranch, by branch: availability() reads with them (HTTP Basic). */
+const observers = new Map<string, Credential>();
+
+/**
+ * The branch's machines from GET /api/machines/availability, read as the branch's observer (the route needs
+ * credentials: a member's or staff token, or an observer's Basic `id:secret`); `observer` defaults to the one
+ * provisionBranch made for `branch`.
+ */
+export async function availability(
+  apiUrl: string,
+  branch: string,
+  observer: Credential | undefined = observers.get(branch),
+): Promise<AvailabilityMachine[]> {
+  if (!observer) throw new Error(`availability: no observer credentials for branch ${branch} (provisionBranch first)`);
+  const basic = Buffer.from(`${observer.id}:${observer.secret}`).toString('base64');
+  const res = await fetch(`${apiUrl}/api/machines/availability?branchId=${branch}`, {
+    headers: { Authorization: `Basic ${basic}` },
+  });
   if (!res.ok) throw new Error(`availability: HTTP ${res.status}`);
   return ((await res.json()) as { machines: AvailabilityMachine[] }).machines;
 }

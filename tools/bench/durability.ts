@@ -2,7 +2,7 @@
  * When does a published record become durable? The tracker learns every message the fleet publishes (msgId, kind,
  * source time) and polls MongoDB, where ingest writes them (cloud/src/ingest/store.ts), until it finds each one:
  * - records (meta, status, workout, event) by `_id` = msgId in their collection;
- * - telemetry samples by their key (`sampleKey`: `bootId:seq`) in their bucket (`bucketOf`: machine and minute),
+ * - telemetry samples by their key (`sampleKey`: `bootId:seq`) in their bucket (`bucketOf`: machine, minute and run of seqs),
  *   projecting only the keys not seen yet.
  * Latency = the time of the first poll that finds it − the record's `ts` (its event time at the machine; same host,
  * one clock), so it includes up to one poll interval of observation delay. At the end of a step every message the
@@ -78,8 +78,9 @@ export class DurabilityTracker {
   readonly track = (message: PublishedMessage): void => {
     this.published += 1;
     if (message.kind === 'telemetry') {
-      const { id } = bucketOf(this.branch, message.machine as MachineId, message.ts);
-      const key = sampleKey({ bootId: message.bootId as Telemetry['bootId'], seq: message.seq });
+      const sampleId = { bootId: message.bootId as Telemetry['bootId'], seq: message.seq, ts: message.ts };
+      const { id } = bucketOf(this.branch, message.machine as MachineId, sampleId);
+      const key = sampleKey(sampleId);
       let bucket = this.openBuckets.get(id);
       if (!bucket) this.openBuckets.set(id, (bucket = new Map<string, number>()));
       bucket.set(key, this.warmingUp ? -message.ts : message.ts);

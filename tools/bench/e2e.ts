@@ -153,6 +153,7 @@ export async function runEndToEnd(options: E2eOptions): Promise<E2eResult> {
         ...quiet,
         GATEWAY_MACHINES_FILE: machinesFile,
         GATEWAY_SECRET: gateway.secret,
+        GATEWAY_DATA_DIR: path.join(dir, 'gateway'),
         GATEWAY_MQTT_PORT: '0',
         GATEWAY_HEALTH_PORT: '0',
         // The bench drives machines far past FTMS rates (up to 64 Hz) on purpose: no per-machine cap here.

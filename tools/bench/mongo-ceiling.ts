@@ -2,8 +2,8 @@
  * The database's own ceiling for the documents ingest writes, without MQTT, gateway or cloud in front:
  * - records: `insertMany` of 500 record documents (unordered, `_id` = msgId), shaped exactly as cloud ingest builds
  *   them (cloud/src/ingest/batch.ts: payload fields at the top level, branch, gateway, batchId, at, ingestedAt);
- * - telemetry: ingest's own bucket writer (cloud/src/ingest/store.ts `addTelemetry`: one conditional update per
- *   sample into per-machine, per-minute buckets), 500 samples per call.
+ * - telemetry: ingest's own bucket writer (cloud/src/ingest/store.ts `addTelemetry`: one read of the buckets, then
+ *   one bulk write of one update per bucket, buckets per machine, minute and run of 64 seqs), 500 samples per call.
  * Payloads come from the simulator's machines, so sizes and shapes are those of the end-to-end run. Several
  * writers run at once, like ingest's INGEST_CONCURRENCY.
  */

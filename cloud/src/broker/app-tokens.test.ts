@@ -10,13 +10,9 @@ import sinon from 'sinon';
 import { createManualClock } from '../../../tools/runtime/clock.ts';
 import { asBranchId, asMachineId, asUserId, type BranchId, type UserId } from '../../../protocol/ids.ts';
 import { filters, topics } from '../../../protocol/topics.ts';
-import {
-  bearer,
-  createTestAccount,
-  startTestCloud,
-  type TestAccount,
-  type TestCloud,
-} from '../../../test/helpers/accounts.ts';
+import { createTestAccount, startTestCloud, type TestAccount, type TestCloud } from '../../../test/helpers/accounts.ts';
+import { WEEKDAYS } from '../branches/hours.ts';
+import { APP_RECHECK_MS } from './app-tokens.ts';
 import { closed, connackCode, connectClient, subscribeGranted } from './testing.ts';
 
 /** Deadline for a revocation to reach an open connection: 3× the 5 s target. */
@@ -49,13 +45,9 @@ describe('apps on the cloud broker (access token as MQTT password over WebSocket
     return client;
   }
 
+  /** An active membership, as the gym's staff grant it (a member's own POST is only a request). */
   async function joinBranch(account: TestAccount, branch: BranchId): Promise<void> {
-    const res = await fetch(`${cloud.url}/api/users/branches/${branch}`, {
-      method: 'POST',
-      headers: bearer(account.accessToken),
-      body: '{}',
-    });
-    expect(res.status, await res.clone().text()).to.be.oneOf([200, 201]);
+    await cloud.users.services.memberships.join(account.userId, branch);
   }
 
   /** Resolves with the time from now until the client's connection closes; fails after CLOSE_DEADLINE_MS. */
@@ -238,6 +230,55 @@ describe('apps on the cloud broker (access token as MQTT password over WebSocket
     expect(await subscribeGranted(again, [filters.branchLive(branch), filters.userLive(userOf(member))])).to.deep.equal(
       [128, 1],
     );
+  });
+
+  it('grants no live topics of a branch the member only asked to join, until the gym grants the membership', async () => {
+    const member = await createTestAccount(cloud);
+    const branch = branchId();
+    const allDay = [{ open: '00:00', close: '24:00' }];
+    await cloud.branches.create('test-admin', branch, {
+      name: branch,
+      timeZone: 'UTC',
+      openingHours: {
+        monday: allDay,
+        tuesday: allDay,
+        wednesday: allDay,
+        thursday: allDay,
+        friday: allDay,
+        saturday: allDay,
+        sunday: allDay,
+      },
+    });
+    const asked = await fetch(`${cloud.url}/api/users/branches/${branch}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${member.accessToken}` },
+    });
+    expect(asked.status).to.equal(202);
+    const app = await connectApp(member.accessToken, `u.${member.userId}.phone`);
+    expect(await subscribeGranted(app, [filters.branchLive(branch)])).to.deep.equal([128]);
+    await joinBranch(member, branch);
+    const granted = await connectApp(member.accessToken, `u.${member.userId}.tablet`);
+    expect(await subscribeGranted(granted, [filters.branchLive(branch)], 1)).to.deep.equal([1]);
+  });
+
+  it("gives staff their assigned branches' live topics (as REST), and closes the connection when unassigned", async () => {
+    const staff = await createTestAccount(cloud, { role: 'staff' });
+    const branch = branchId();
+    const other = branchId();
+    const open24 = Object.fromEntries(WEEKDAYS.map((d) => [d, [{ open: '00:00', close: '24:00' }]])) as never;
+    await cloud.branches.create('test-admin', branch, { name: branch, timeZone: 'UTC', openingHours: open24 });
+    await cloud.branches.staff.assign('test-admin', staff.userId, branch);
+    const app = await connectApp(staff.accessToken, `u.${staff.userId}.desk`);
+    expect(await subscribeGranted(app, [filters.branchLive(branch), filters.branchLive(other)])).to.deep.equal([
+      1, 128,
+    ]);
+    // Still assigned: two recheck passes keep the connection (assignments count as held, not as an ended membership).
+    await new Promise((resolve) => setTimeout(resolve, 2 * APP_RECHECK_MS + 500));
+    expect(app.connected, 'connection kept while assigned').to.equal(true);
+    await cloud.branches.staff.unassign('test-admin', staff.userId, branch);
+    await closedWithin(app);
+    const again = await connectApp(staff.accessToken, `u.${staff.userId}.desk`);
+    expect(await subscribeGranted(again, [filters.branchLive(branch)])).to.deep.equal([128]);
   });
 
   it('closes the connection on account deletion (GDPR, P1)', async () => {

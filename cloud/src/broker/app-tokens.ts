@@ -4,7 +4,9 @@
  *
  * At CONNECT, `auth.verifyAccessToken` checks everything the HTTP guard checks (signature and claims, the revocation
  * list, the login session, an account that exists and is not suspended); the member's branches (verified email
- * only: joining one requires it) become the `live/…` grants. The token is tied to the connection's client id.
+ * only: joining one requires it) become the `live/…` grants, and for staff also the branches they are assigned to (the
+ * branches service's staff assignments, as the REST routes' `canManage`). The token is tied to the connection's client
+ * id.
  *
  * MQTT 3.1.1 cannot re-authenticate, so the broker closes the connection at `exp` (broker.ts) and this module closes
  * it when the token stops being valid earlier: logout, "revoke all sessions", a refresh-token reuse that revoked the
@@ -33,7 +35,7 @@ import type { Clock } from '../../../tools/runtime/clock.ts';
 import type { Logger } from '../../../tools/runtime/logger.ts';
 import { accountModels, type AccountDoc } from '../accounts/model.ts';
 import type { AuthService } from '../auth/index.ts';
-import type { MembershipService } from '../users/memberships.ts';
+import { activeMembershipFilter, type MembershipService } from '../users/memberships.ts';
 import { userModels } from '../users/models.ts';
 import { APP_CLIENT_ID_PATTERN, type AppTokenAuthenticator } from './auth.ts';
 import { sessionOf } from './broker.ts';
@@ -51,6 +53,11 @@ const UNCONNECTED_BINDING_MS = 60_000;
 export interface AppTokensOptions {
   auth: Pick<AuthService, 'verifyAccessToken'> & { sessions: Pick<AuthService['sessions'], 'check'> };
   memberships: Pick<MembershipService, 'list'>;
+  /**
+   * The branches a staff account is assigned to (branches service `staff.branchesOf`), read at CONNECT and by the
+   * recheck for staff connections; without it staff get their memberships only.
+   */
+  staffBranches?: (userId: string) => Promise<readonly string[]>;
   /** The cloud's connection: accounts and memberships are read in batches from it by the recheck. */
   mongo: Connection;
   aedes: Aedes;
@@ -84,6 +91,8 @@ interface Binding {
   tokenId: string;
   sessionId: string;
   expiresAtMs: number;
+  /** A staff account's token: its assigned branches count as held by the recheck. */
+  staff: boolean;
   /** performance.now() when bound: bookkeeping only, not the business clock. */
   boundAt: number;
 }
@@ -96,7 +105,7 @@ interface ConnectedApp {
 }
 
 export async function createAppTokens(options: AppTokensOptions): Promise<AppTokens> {
-  const { auth, memberships, mongo, aedes, clock, log } = options;
+  const { auth, memberships, mongo, aedes, clock, log, staffBranches } = options;
   const recheckMs = options.recheckMs ?? APP_RECHECK_MS;
   const [{ Account }, { Membership }] = await Promise.all([accountModels(mongo), userModels(mongo)]);
   const bindings = new Map<string, Binding>();
@@ -106,9 +115,12 @@ export async function createAppTokens(options: AppTokensOptions): Promise<AppTok
     // Rejects only when Redis or MongoDB is unreachable: the broker answers CONNACK 3 then.
     const access = await auth.verifyAccessToken(token);
     if (!access) return undefined;
-    const branches = access.emailVerified
-      ? (await memberships.list(access.userId)).map((m) => m.branchId).filter((b) => isTopicLevelId(b))
-      : [];
+    const staff = access.role === 'staff' && staffBranches !== undefined;
+    const [held, assigned] = await Promise.all([
+      access.emailVerified ? memberships.list(access.userId) : [],
+      staff ? staffBranches(access.userId) : [],
+    ]);
+    const branches = [...new Set([...held.map((m) => m.branchId), ...assigned])].filter((b) => isTopicLevelId(b));
     // A client id of another user is refused by the broker (auth.ts); only a bound one is remembered.
     if (APP_CLIENT_ID_PATTERN.exec(clientId)?.[1] === access.userId) {
       bindings.set(clientId, {
@@ -116,6 +128,7 @@ export async function createAppTokens(options: AppTokensOptions): Promise<AppTok
         tokenId: access.tokenId,
         sessionId: access.sessionId,
         expiresAtMs: access.expiresAtMs,
+        staff,
         boundAt: performance.now(),
       });
     }
@@ -161,7 +174,11 @@ export async function createAppTokens(options: AppTokensOptions): Promise<AppTok
       const [accounts, held] = await Promise.all([
         // `trusted`: the connection sanitises filters (no operators from requests); these ids are ours.
         Account.find({ _id: trusted({ $in: ids }) }, { status: 1 }).lean(),
-        Membership.find({ userId: trusted({ $in: batch }) }, { userId: 1, branchId: 1 }).lean(),
+        // Only active memberships grant live topics (a request or an ended membership does not).
+        Membership.find(
+          { userId: trusted({ $in: batch }), ...activeMembershipFilter(clock.now()) },
+          { userId: 1, branchId: 1 },
+        ).lean(),
       ]);
       for (const account of accounts) status.set(account._id.toHexString(), account.status);
       for (const m of held) {
@@ -169,6 +186,16 @@ export async function createAppTokens(options: AppTokensOptions): Promise<AppTok
         if (!set) branches.set(m.userId, (set = new Set()));
         set.add(m.branchId);
       }
+    }
+    // Staff connections (few): their assignments, one read per staff user and pass.
+    const staffUsers = [...new Set(apps.filter((a) => a.binding?.staff).map((a) => a.user))];
+    if (staffBranches && staffUsers.length > 0) {
+      const assigned = await Promise.all(staffUsers.map((u) => staffBranches(u)));
+      staffUsers.forEach((user, i) => {
+        let set = branches.get(user);
+        if (!set) branches.set(user, (set = new Set()));
+        for (const b of assigned[i]!) set.add(b);
+      });
     }
     return { status, branches };
   }

@@ -34,6 +34,14 @@ const testRoutes = [
     handler: (_ctx, { params, query }) => ({ status: 200, body: { id: params.id, limit: query.limit ?? null } }),
   }),
   defineRoute({
+    method: 'post',
+    path: '/api/things/archive',
+    summary: 'Archive all things (a literal path beside /api/things/:id)',
+    tags: ['test'],
+    responses: { 204: { description: 'archived' } },
+    handler: () => ({ status: 204 }),
+  }),
+  defineRoute({
     method: 'get',
     path: '/api/conflict',
     summary: 'Always 409',
@@ -208,6 +216,12 @@ describe('cloud HTTP skeleton', () => {
       const wrongMethod = await fetch(`${base}/api/conflict`, { method: 'DELETE' });
       expect(wrongMethod.status).to.equal(405);
       expect(wrongMethod.headers.get('allow')).to.include('GET');
+    });
+
+    it('advertises only the literal route on a path a parameterised route would also match', async () => {
+      const options = await fetch(`${base}/api/things/archive`, { method: 'OPTIONS' });
+      expect(options.headers.get('allow')).to.equal('POST');
+      expect((await fetch(`${base}/api/things/some-id`, { method: 'OPTIONS' })).headers.get('allow')).to.include('GET');
     });
 
     it('replaces an unsafe incoming request id', async () => {

@@ -181,6 +181,21 @@ export function createApp({ config, log, metrics, version, routes, rateLimit, er
   app.use(problemMiddleware(errorReporter ? { reporter: errorReporter } : {}));
   app.use(refuseForeignPreflight(allowedOrigins));
   app.use(router.routes());
+  app.use(staticRoutesWin);
   app.use(router.allowedMethods());
   return app;
+}
+
+/**
+ * For the Allow header of OPTIONS and 405 answers, a literal route outranks a parameterised one on the same path
+ * (as in find-my-way): `POST /api/sessions/end` is not also `GET /api/sessions/:id` with id "end". Without this the
+ * router advertises GET on /api/sessions/end. Runs before allowedMethods reads `ctx.matched` (it only acts when no
+ * route answered).
+ */
+async function staticRoutesWin(ctx: Koa.Context, next: Koa.Next): Promise<void> {
+  const matched = (ctx as { matched?: { paramNames: unknown[]; methods: string[] }[] }).matched;
+  if (matched?.some((layer) => layer.paramNames.length === 0 && layer.methods.length > 0)) {
+    (ctx as { matched?: unknown[] }).matched = matched.filter((layer) => layer.paramNames.length === 0);
+  }
+  await next();
 }

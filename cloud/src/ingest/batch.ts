@@ -8,6 +8,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../../../tools/runtime/logger.ts';
 import type { Clock } from '../../../tools/runtime/clock.ts';
 import { laneOf, parseUplinkBatch, rejectionOf } from '../../../protocol/index.ts';
+import type { BatchParseResult } from '../../../protocol/payloads.ts';
 import type {
   BatchId,
   BranchId,
@@ -18,12 +19,14 @@ import type {
   RecordKind,
   RecordResult,
   RejectedRecord,
+  Telemetry,
   UplinkAck,
   UplinkRecord,
 } from '../../../protocol/index.ts';
 import type { IngestMetrics } from './metrics.ts';
 import type { RateLimitedLog } from '../../../tools/runtime/rate-limited-log.ts';
 import type { SourceCheck } from './sources.ts';
+import type { StoredHooks } from './stored-hooks.ts';
 import {
   MAX_DEAD_LETTER_EXCERPT,
   type DeadLetterDocument,
@@ -43,6 +46,10 @@ export interface ReceivedBatch {
   receivedAtMs: number;
   /** performance.now() at receipt, for the ack latency. */
   receivedPerfMs: number;
+  /** Parsed already at receipt (telemetry, for the live workout forwarding): not parsed again. */
+  parsed?: BatchParseResult;
+  /** Its telemetry went to `onTelemetry` at receipt already. */
+  forwarded?: boolean;
 }
 
 export interface BatchDeps {
@@ -65,6 +72,16 @@ export interface BatchDeps {
    * without the member (no userId, no sessionId) rather than resurrect them.
    */
   erasedMembers?: { isDeleted(userId: string): Promise<boolean> };
+  /**
+   * `onStored` handlers: records of a kind with handlers are stored marked `pending` for them (same write), and
+   * handed to them after the ack (stored-hooks.ts).
+   */
+  hooks?: Pick<StoredHooks, 'pendingFor' | 'dispatch'>;
+  /**
+   * The batch's accepted telemetry samples, as soon as they are checked — before the MongoDB write: the linked
+   * member's live workout is a view, not a record (the durable copy is acked as usual). Must not throw.
+   */
+  onTelemetry?: (branch: BranchId, samples: readonly Telemetry[]) => void;
 }
 
 /** A record that passed every check, with its position in the batch. */
@@ -90,7 +107,7 @@ export type BatchOutcome = 'acked' | 'error-acked' | 'live' | 'invalid' | 'write
 export async function processBatch(batch: ReceivedBatch, deps: BatchDeps): Promise<BatchOutcome> {
   const { metrics, rlog } = deps;
   const where = { branch: batch.branch, gateway: batch.gateway, lane: batch.lane };
-  const parsed = parseUplinkBatch(batch.payload);
+  const parsed = batch.parsed ?? parseUplinkBatch(batch.payload);
 
   if (!parsed.ok) {
     metrics.invalidInput.inc({ reason: `batch-${parsed.reason}` });
@@ -152,6 +169,12 @@ export async function processBatch(batch: ReceivedBatch, deps: BatchDeps): Promi
     accepted = anonymised;
   }
 
+  if (deps.onTelemetry && !batch.forwarded) {
+    const samples: Telemetry[] = [];
+    for (const { record } of accepted) if (record.kind === 'telemetry') samples.push(record.payload);
+    if (samples.length > 0) deps.onTelemetry(batch.branch, samples);
+  }
+
   if (parsed.live) {
     // A live snapshot: live state only, never stored, never acked (the same records also travel through the queue).
     for (const r of refused) countRefusal(r, deps, where, parsed.batchId);
@@ -171,6 +194,7 @@ export async function processBatch(batch: ReceivedBatch, deps: BatchDeps): Promi
       continue;
     }
     const { msgId, ...fields } = record.payload;
+    const pending = deps.hooks?.pendingFor(record.kind) ?? [];
     const doc: RecordDocument = {
       ...fields,
       _id: msgId,
@@ -180,6 +204,7 @@ export async function processBatch(batch: ReceivedBatch, deps: BatchDeps): Promi
       at: new Date(record.payload.ts),
       ingestedAt,
       ...(record.receivedAt === undefined ? {} : { gatewayReceivedAt: record.receivedAt }),
+      ...(pending.length > 0 ? { pending: [...pending] } : {}),
     };
     const list = byKind.get(record.kind) ?? [];
     list.push(doc);
@@ -232,6 +257,17 @@ export async function processBatch(batch: ReceivedBatch, deps: BatchDeps): Promi
     return 'write-failed';
   }
   await sendAck(batch, deps, { batchId: parsed.batchId, acked, rejected });
+  if (deps.hooks) {
+    // Only the newly stored: a duplicate's handlers ran (or are pending) from its first delivery.
+    for (const [kind, outcome] of results.records) {
+      if (outcome.stored.length === 0 || deps.hooks.pendingFor(kind).length === 0) continue;
+      const fresh = new Set<string>(outcome.stored);
+      deps.hooks.dispatch(
+        kind,
+        byKind.get(kind)!.filter((doc) => fresh.has(doc._id)),
+      );
+    }
+  }
   await deps.applyLive(batch.branch, batch.gateway, storedRecords);
   return 'acked';
 }

@@ -13,7 +13,13 @@ import {
 } from '../../../protocol/index.ts';
 import type { LiveMachine, UplinkAck } from '../../../protocol/index.ts';
 import { connectMongoose, connectTestRedis, uniqueDbName, type TestRedis } from '../../../test/helpers/services.ts';
-import { DEAD_LETTER_COLLECTION, RECORD_COLLECTIONS, TELEMETRY_COLLECTION, type DeadLetterDocument } from './store.ts';
+import {
+  DEAD_LETTER_COLLECTION,
+  RECORD_COLLECTIONS,
+  TELEMETRY_BUCKET_SAMPLES,
+  TELEMETRY_COLLECTION,
+  type DeadLetterDocument,
+} from './store.ts';
 import { T0, TestGateway, batchId, machineRecords, startIngestFixture, type IngestFixture } from './testing.ts';
 
 const branch = asBranchId('demo');
@@ -140,7 +146,14 @@ describe('ingest: gateway batches → MongoDB → ack → live state (real Aedes
       Object.values(doc.samples as Record<string, { seq: number }>).map((s) => s.seq),
     );
     expect(held.sort((x, y) => x - y)).to.deep.equal(samples.map((_, i) => i));
-    expect(buckets.map((doc) => Object.keys(doc.samples as object).length)).to.deep.equal([60, 30]);
+    // Two minutes (60 and 30 samples), each in buckets of at most TELEMETRY_BUCKET_SAMPLES consecutive seqs.
+    const perMinute = new Map<number, number>();
+    for (const doc of buckets) {
+      const n = Object.keys(doc.samples as object).length;
+      expect(n).to.be.at.most(TELEMETRY_BUCKET_SAMPLES);
+      perMinute.set((doc.start as Date).getTime(), (perMinute.get((doc.start as Date).getTime()) ?? 0) + n);
+    }
+    expect([...perMinute.values()]).to.deep.equal([60, 30]);
     expect(await metric(fixture, 'ingest_records_total', { kind: 'telemetry', outcome: 'duplicate' })).to.equal(5);
   });
 

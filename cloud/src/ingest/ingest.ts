@@ -15,9 +15,17 @@ import type { Redis } from 'ioredis';
 import type { Connection } from 'mongoose';
 import type { Clock } from '../../../tools/runtime/clock.ts';
 import type { Logger } from '../../../tools/runtime/logger.ts';
-import { TOPIC_POLICY, filters, parsePayload, parseTopic, topics, validatePayload } from '../../../protocol/index.ts';
-import type { BranchId, GatewayId, UplinkAck } from '../../../protocol/index.ts';
-import { createLivePublisher } from '../machines/live-publisher.ts';
+import {
+  TOPIC_POLICY,
+  filters,
+  parsePayload,
+  parseTopic,
+  parseUplinkBatch,
+  topics,
+  validatePayload,
+} from '../../../protocol/index.ts';
+import type { BranchId, GatewayId, Telemetry, UplinkAck } from '../../../protocol/index.ts';
+import { createLivePublisher, type LiveHooks } from '../machines/live-publisher.ts';
 import { createLiveState, type LiveState } from '../machines/live-state.ts';
 import type { CloudMetrics } from '../metrics/metrics.ts';
 import { processBatch, type ReceivedBatch } from './batch.ts';
@@ -26,7 +34,8 @@ import { createLiveUpdater } from './live-updates.ts';
 import { ingestMetrics, type IngestMetrics } from './metrics.ts';
 import { createRateLimitedLog, type RateLimitedLog } from '../../../tools/runtime/rate-limited-log.ts';
 import { createSourceCheck, type MachineDirectory } from './sources.ts';
-import { createIngestStore, ensureIngestCollections } from './store.ts';
+import { createIngestStore, ensureIngestCollections, type StoredRecordKind } from './store.ts';
+import { createStoredHooks, type OnStoredOptions, type StoredHandler } from './stored-hooks.ts';
 import { createWorkQueue } from './work-queue.ts';
 
 export interface IngestOptions {
@@ -51,10 +60,27 @@ export interface IngestOptions {
   holdMs?: number;
   /** How long stop() waits for batches being written (default 10 s). */
   stopTimeoutMs?: number;
+  /** Machines' overlay on what apps see (linked → in_use, out of order → maintenance) and status observer. */
+  liveHooks?: LiveHooks;
+  /**
+   * Every accepted telemetry sample, before the MongoDB write (live snapshots and stored batches alike, so a sample
+   * may come twice): the machines domain forwards the linked member's to `u/{user}/live/workout`. Must not throw.
+   */
+  onTelemetry?: (branch: BranchId, samples: readonly Telemetry[]) => void;
+  /** The onStored sweep: how often it runs and how old a pending record must be (defaults 5 s / 5 s). */
+  storedSweep?: { everyMs?: number; retryAfterMs?: number; maxAttempts?: number; fullEveryMs?: number };
 }
 
 export interface Ingest {
   readonly live: LiveState;
+  /**
+   * Runs `handler` on each newly stored record of `kind` (never on duplicates), after its MongoDB write, durably:
+   * the record is stored marked pending for the handler and a sweep retries it after a failure or a crash
+   * (stored-hooks.ts). Register before traffic, under a stable `name`.
+   */
+  onStored<K extends StoredRecordKind>(kind: K, handler: StoredHandler<K>, options?: OnStoredOptions): void;
+  /** Hands records still pending (older than the retry delay) to their handlers now; resolves with how many. */
+  sweepStored(): Promise<number>;
   /** Unsubscribes, sheds what waits for room, and waits (bounded) for the batches being written. */
   stop(): Promise<void>;
 }
@@ -71,9 +97,18 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
   const rlog = createRateLimitedLog({ log, clock });
   const store = createIngestStore(db, { writeTimeoutMs: config.writeTimeoutMs });
   const live = createLiveState(redis);
-  const publisher = createLivePublisher({ aedes, log });
+  const publisher = createLivePublisher({ aedes, log, ...(options.liveHooks ? { hooks: options.liveHooks } : {}) });
   const applyLive = createLiveUpdater({ live, publisher, metrics, rlog, clock });
   const sources = options.machines ? createSourceCheck({ directory: options.machines, clock }) : undefined;
+  const hooks = createStoredHooks({
+    db,
+    log: log.child({ module: 'ingest-hooks' }),
+    clock,
+    ...(options.storedSweep?.everyMs === undefined ? {} : { sweepEveryMs: options.storedSweep.everyMs }),
+    ...(options.storedSweep?.retryAfterMs === undefined ? {} : { retryAfterMs: options.storedSweep.retryAfterMs }),
+    ...(options.storedSweep?.maxAttempts === undefined ? {} : { maxAttempts: options.storedSweep.maxAttempts }),
+    ...(options.storedSweep?.fullEveryMs === undefined ? {} : { fullSweepEveryMs: options.storedSweep.fullEveryMs }),
+  });
 
   const queue = createWorkQueue<ReceivedBatch>({
     concurrency: config.concurrency,
@@ -91,6 +126,8 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
           rlog,
           log,
           clock,
+          hooks,
+          ...(options.onTelemetry ? { onTelemetry: options.onTelemetry } : {}),
           ...(config.ackDelayMs ? { ackDelayMs: config.ackDelayMs } : {}),
           ...(sources ? { sources } : {}),
           ...(options.erasedMembers ? { erasedMembers: options.erasedMembers } : {}),
@@ -121,6 +158,38 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
     metrics.running.set(queue.running);
   };
 
+  const forwardChecked = (
+    branch: BranchId,
+    gateway: GatewayId,
+    samples: Telemetry[],
+    forward: NonNullable<IngestOptions['onTelemetry']>,
+  ) => {
+    if (!sources) {
+      forward(branch, samples);
+      return;
+    }
+    sources.unknownAmong(branch, gateway, new Set(samples.map((s) => s.source))).then(
+      (foreign) => {
+        const own = foreign.size === 0 ? samples : samples.filter((s) => !foreign.has(s.source));
+        if (foreign.size > 0) {
+          rlog.warn(
+            'live-foreign-source',
+            { branch, gateway, machines: [...foreign].slice(0, 10) },
+            'live samples from machines not provisioned for this gateway dropped',
+          );
+        }
+        if (own.length > 0) forward(branch, own);
+      },
+      (err: unknown) => {
+        rlog.warn(
+          'live-source-check-failed',
+          { branch, gateway, err: { message: (err as Error).message } },
+          'live samples not forwarded: machine directory unreadable',
+        );
+      },
+    );
+  };
+
   let telemetrySlot = 0;
   const onUplink = (packet: AedesPublishPacket, done: () => void) => {
     const topic = parseTopic(packet.topic);
@@ -136,6 +205,21 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
       receivedAtMs: clock.nowMs(),
       receivedPerfMs: performance.now(),
     };
+    if (topic.lane === 'telemetry' && options.onTelemetry) {
+      // The linked members' live workout must not wait behind the MongoDB writes of the queue: telemetry batches
+      // are parsed here, at receipt (once: the worker reuses the result), and their valid samples forwarded now.
+      // Only samples of machines linked in this branch reach anyone (machines/live-workout.ts).
+      // The same per-gateway source check as the stored path applies first (a gateway of the branch must not drive
+      // another gateway's linked machine): from the cache it costs a microtask; a sample whose check cannot be made
+      // (directory unreadable) is not forwarded — nor stored, since the worker's own check fails the same way.
+      batch.parsed = parseUplinkBatch(batch.payload);
+      if (batch.parsed.ok) {
+        const samples: Telemetry[] = [];
+        for (const r of batch.parsed.records) if (r.ok && r.record.kind === 'telemetry') samples.push(r.record.payload);
+        if (samples.length > 0) forwardChecked(topic.branch, topic.gateway, samples, options.onTelemetry);
+      }
+      batch.forwarded = true;
+    }
     // Records keep their lane's order (one batch at a time per lane); telemetry samples land in their buckets by
     // (bootId, seq) in any order, so two of a gateway's telemetry batches may be written at once.
     const slot = topic.lane === 'telemetry' ? `/${(telemetrySlot = 1 - telemetrySlot)}` : '';
@@ -157,6 +241,8 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
   let stopping: Promise<void> | undefined;
   return {
     live,
+    onStored: (kind, handler, opts) => hooks.on(kind, handler, opts),
+    sweepStored: () => hooks.sweep(),
     stop() {
       stopping ??= (async () => {
         await unsubscribe(aedes, filters.allGatewayUplinks(), onUplink);
@@ -168,6 +254,7 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
         });
         const result = await Promise.race([Promise.all([queue.close(), gatewayStates.idle()]), timedOut]);
         clearTimeout(timer);
+        await hooks.stop(Math.min(timeoutMs, 5_000));
         if (result === 'timeout') log.warn({ timeoutMs }, 'ingest stopped with batches still being written');
         else log.info('ingest stopped');
       })();

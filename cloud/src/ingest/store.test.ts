@@ -7,6 +7,7 @@ import {
   DEAD_LETTER_COLLECTION,
   RECORD_COLLECTIONS,
   TELEMETRY_BUCKET_MS,
+  TELEMETRY_BUCKET_SAMPLES,
   TELEMETRY_COLLECTION,
   createIngestStore,
   ensureIngestCollections,
@@ -62,6 +63,15 @@ describe('ingest store (real MongoDB-compatible server)', function () {
   });
 
   const buckets = () => mongo.db!.collection<TelemetryBucketDocument>(TELEMETRY_COLLECTION);
+  /** Samples held per minute, in minute order. */
+  const perMinute = (docs: readonly TelemetryBucketDocument[]) => {
+    const counts = new Map<number, number>();
+    for (const d of docs) {
+      expect(Object.keys(d.samples).length).to.be.at.most(TELEMETRY_BUCKET_SAMPLES);
+      counts.set(d.start.getTime(), (counts.get(d.start.getTime()) ?? 0) + Object.keys(d.samples).length);
+    }
+    return [...counts].sort(([a], [b]) => a - b).map(([, n]) => n);
+  };
   const heldKeys = async () => {
     const docs = await buckets().find({ machine }).toArray();
     // Each sample under its key, and the key is the sample's own boot and seq.
@@ -90,12 +100,16 @@ describe('ingest store (real MongoDB-compatible server)', function () {
     const batch = Array.from({ length: 150 }, (_, i) => sample(boot, i));
     expect(await store.addTelemetry(batch)).to.deep.equal({ stored: 150, duplicate: 0 });
     expect(await store.addTelemetry(batch)).to.deep.equal({ stored: 0, duplicate: 150 });
-    const docs = await buckets().find({ machine }).sort({ start: 1 }).toArray();
-    // 150 samples at 1 Hz from a minute boundary: three buckets of 60, 60 and 30.
-    expect(docs.map((d) => Object.keys(d.samples).length)).to.deep.equal([60, 60, 30]);
+    const docs = await buckets().find({ machine }).sort({ start: 1, firstTs: 1 }).toArray();
+    // 150 samples at 1 Hz from a minute boundary: 60, 60 and 30 in the three minutes, in buckets of at most
+    // TELEMETRY_BUCKET_SAMPLES consecutive seqs (0–59 | 60–63, 64–119 | 120–127, 128–149).
+    expect(docs.map((d) => Object.keys(d.samples).length)).to.deep.equal([60, 4, 56, 8, 22]);
+    expect(perMinute(docs)).to.deep.equal([60, 60, 30]);
     expect(docs[0]!.end.getTime() - docs[0]!.start.getTime()).to.equal(TELEMETRY_BUCKET_MS);
     expect(docs[0]!.firstTs).to.equal(T0);
     expect(docs[0]!.lastTs).to.equal(T0 + 59_000);
+    expect(docs[2]!.firstTs).to.equal(T0 + 64_000);
+    expect(docs[2]!.lastTs).to.equal(T0 + 119_000);
     const first = docs[0]!.samples[`${boot}:0`];
     expect(first).to.include({ seq: 0, ts: T0, bootId: boot, type: 'rower' });
     expect(first).to.not.have.property('source');
@@ -127,10 +141,15 @@ describe('ingest store (real MongoDB-compatible server)', function () {
     const duplicate = results.reduce((n, r) => n + r.duplicate, 0);
     expect(stored).to.equal(240);
     expect(duplicate).to.equal(240);
-    // All 240 samples fall into one minute: one bucket holds them, each once.
+    // All 240 samples fall into one minute: four buckets of at most TELEMETRY_BUCKET_SAMPLES hold them, each once.
     const docs = await buckets().find({ machine }).toArray();
-    expect(docs).to.have.length(1);
-    expect(Object.keys(docs[0]!.samples)).to.have.length(240);
+    expect(perMinute(docs)).to.deep.equal([240]);
+    expect(docs.map((d) => Object.keys(d.samples).length).sort((a, b) => b - a)).to.deep.equal([
+      TELEMETRY_BUCKET_SAMPLES,
+      TELEMETRY_BUCKET_SAMPLES,
+      TELEMETRY_BUCKET_SAMPLES,
+      240 - 3 * TELEMETRY_BUCKET_SAMPLES,
+    ]);
     expect(await heldKeys()).to.deep.equal(all.map((s) => `${boot}:${s.sample.seq}`).sort());
   });
 

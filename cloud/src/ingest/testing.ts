@@ -41,6 +41,7 @@ export async function startIngestFixture({
   config = {},
   telemetryRetentionDays,
   erasedMembers,
+  storedSweep,
 }: {
   mongo: Connection;
   redis: Redis;
@@ -48,6 +49,7 @@ export async function startIngestFixture({
   config?: Partial<IngestConfig>;
   telemetryRetentionDays?: number;
   erasedMembers?: IngestOptions['erasedMembers'];
+  storedSweep?: IngestOptions['storedSweep'];
 }): Promise<IngestFixture> {
   const aedes = await Aedes.createBroker();
   const server = net.createServer((socket) => aedes.handle(socket));
@@ -65,6 +67,7 @@ export async function startIngestFixture({
     config: { concurrency: 4, maxQueuedBatches: 64, writeTimeoutMs: 5_000, ...config },
     ...(telemetryRetentionDays === undefined ? {} : { telemetryRetentionDays }),
     ...(erasedMembers === undefined ? {} : { erasedMembers }),
+    ...(storedSweep === undefined ? {} : { storedSweep }),
   });
   return {
     aedes,

@@ -24,8 +24,15 @@ export interface Jobs {
   /**
    * Defines a repeating job of another domain (e.g. finishing pending GDPR deletions) and schedules it every
    * `everyMinutes`, keeping an existing schedule across restarts. A failed run is logged; it runs again next time.
+   * `lockLifetimeMs`: how long a node may hold this job before another may take it (default: startJobs'
+   * lockLifetimeMs); agenda leaves a timer of half of it running after each run, so tests that run it pass a short one.
    */
-  repeat(name: string, everyMinutes: number, run: () => Promise<void>): Promise<void>;
+  repeat(
+    name: string,
+    everyMinutes: number,
+    run: () => Promise<void>,
+    options?: { lockLifetimeMs?: number },
+  ): Promise<void>;
   /** Runs the retention job now through agenda and resolves when it finished (rejects if it failed). */
   runRetentionNow(timeoutMs?: number): Promise<RetentionResult>;
   /** Stops taking jobs (running ones are unlocked for another node) and closes agenda's connection. */
@@ -121,8 +128,8 @@ export async function startJobs({
 
   return {
     agenda,
-    async repeat(name, everyMinutes, run) {
-      agenda.define(name, run);
+    async repeat(name, everyMinutes, run, options) {
+      agenda.define(name, run, options?.lockLifetimeMs ? { lockLifetime: options.lockLifetimeMs } : undefined);
       agenda.on(`fail:${name}`, (err: Error) =>
         log.warn({ job: name, err: { name: err.name, message: err.message } }, 'job failed; it runs again next time'),
       );

@@ -3,14 +3,11 @@
  * ingest stores and acks them, and GET /api/machines/availability shows the branch's machines.
  */
 import { expect } from 'chai';
-import { pino } from 'pino';
 import { createManualClock } from '../../../tools/runtime/clock.ts';
 import { asBranchId, asGatewayId, asMachineId, topics } from '../../../protocol/index.ts';
-import { testServices, uniqueDbName } from '../../../test/helpers/services.ts';
+import { createTestAccount, startTestCloud, type TestAccount, type TestCloud } from '../../../test/helpers/accounts.ts';
 import { createIdentityStore } from '../broker/identities.ts';
-import { addGateway, addMachine } from '../broker/provisioning.ts';
-import { startCloud, type RunningCloud } from '../cloud.ts';
-import { loadCloudConfig } from '../config.ts';
+import { addGateway, addMachine, addObserver } from '../broker/provisioning.ts';
 import { RECORD_COLLECTIONS } from '../ingest/store.ts';
 import { T0, TestGateway, batchId, machineRecords } from '../ingest/testing.ts';
 import type { BranchAvailability } from './routes.ts';
@@ -21,25 +18,18 @@ const gatewayId = asGatewayId('gw-avail-1');
 describe('GET /api/machines/availability (startCloud: broker, ingest, Redis live state)', function () {
   this.timeout(40_000);
   const clock = createManualClock(T0 + 120_000);
-  let cloud: RunningCloud;
+  let cloud: TestCloud;
   let gw: TestGateway;
+  let member: TestAccount;
+  let outsider: TestAccount;
 
   before(async () => {
-    const { mongoUrl, redisUrl } = testServices();
-    cloud = await startCloud({
-      config: loadCloudConfig({
-        MONGO_URL: `${mongoUrl}/${uniqueDbName('availability')}`,
-        REDIS_URL: redisUrl,
-        // A prefix of its own: live state from another run or suite never shows up here.
-        REDIS_KEY_PREFIX: `test:${uniqueDbName('availability')}:`,
-        HTTP_PORT: '0',
-        MQTT_TCP_PORT: '0',
-        MQTT_TLS_PORT: '0',
-        SHUTDOWN_GRACE_MS: '2000',
-      }),
-      log: pino({ level: 'silent' }),
-      clock,
-    });
+    // A Redis key prefix of its own: live state from another run or suite never shows up here.
+    cloud = await startTestCloud({ clock, dbPrefix: 'availability', env: { AUTH_ACCESS_TOKEN_TTL_S: '3600' } });
+    member = await createTestAccount(cloud);
+    for (const b of ['demo', 'nowhere']) await cloud.users.services.memberships.join(member.userId, b);
+    outsider = await createTestAccount(cloud);
+    await cloud.users.services.memberships.join(outsider.userId, 'other');
     const store = createIdentityStore(cloud.mongo);
     const { secret } = await addGateway({ store }, { id: gatewayId, branch });
     for (const id of ['row-03', 'bike-02']) await addMachine({ store }, { id, branch, gateway: gatewayId });
@@ -54,10 +44,41 @@ describe('GET /api/machines/availability (startCloud: broker, ingest, Redis live
     await cloud?.stop();
   });
 
-  async function availability(query: string): Promise<{ status: number; body: unknown }> {
-    const res = await fetch(`${cloud.url}/api/machines/availability?${query}`);
+  async function availability(
+    query: string,
+    as: TestAccount | null = member,
+  ): Promise<{ status: number; body: unknown }> {
+    const res = await fetch(`${cloud.url}/api/machines/availability?${query}`, {
+      headers: as ? { Authorization: `Bearer ${as.accessToken}` } : {},
+    });
     return { status: res.status, body: await res.json() };
   }
+
+  it('shows a branch only to its members (and staff, admins): 401 without a token, 403 for another branch', async () => {
+    expect((await availability('branchId=demo', null)).status).to.equal(401);
+    const refused = await availability('branchId=demo', outsider);
+    expect(refused.status).to.equal(403);
+    expect((refused.body as { machines?: unknown }).machines).to.equal(undefined);
+    expect((await availability('branchId=other', outsider)).status).to.equal(200);
+    const admin = await createTestAccount(cloud, { role: 'admin' });
+    expect((await availability('branchId=demo', admin)).status).to.equal(200);
+    // Observers (read-only broker identities) read their branches with HTTP Basic.
+    const { secret } = await addObserver(
+      { store: createIdentityStore(cloud.mongo) },
+      { id: 'ops-1', branches: ['demo'] },
+    );
+    const basic = (user: string, pass: string) =>
+      fetch(`${cloud.url}/api/machines/availability?branchId=demo`, {
+        headers: { Authorization: `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}` },
+      }).then((res) => res.status);
+    expect(await basic('ops-1', secret)).to.equal(200);
+    expect(await basic('ops-1', 'x'.repeat(43))).to.equal(401);
+    expect(await basic(gatewayId, 'x'.repeat(43))).to.equal(401);
+    const other = await fetch(`${cloud.url}/api/machines/availability?branchId=other`, {
+      headers: { Authorization: `Basic ${Buffer.from(`ops-1:${secret}`).toString('base64')}` },
+    });
+    expect(other.status).to.equal(403);
+  });
 
   it('answers from live state: every machine of the branch, its status, type, name, last seen, metrics and counts', async () => {
     const rower = machineRecords(asMachineId('row-03'));

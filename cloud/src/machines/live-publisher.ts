@@ -1,6 +1,10 @@
 /**
  * Publishes a machine's availability for apps, retained, on `b/{branch}/live/machines/{machine}` (LiveMachine). The
  * payload is checked against its schema before it leaves: apps trust what the cloud sends.
+ *
+ * With an `overlay` (machines/overlay.ts) the status apps see is the overlaid one (`in_use` while a member is linked,
+ * `maintenance` while out of order), and `observe` hears every machine status that is published (links are released
+ * when a machine goes offline).
  */
 import type { Aedes } from 'aedes';
 import type { Logger } from '../../../tools/runtime/logger.ts';
@@ -13,10 +17,26 @@ export interface LivePublisher {
   publish(branch: BranchId, availability: Availability, asOfMs: number): Promise<void>;
 }
 
-export function createLivePublisher({ aedes, log }: { aedes: Aedes; log: Logger }): LivePublisher {
+export interface LiveHooks {
+  overlay?: { apply(branch: BranchId, availability: Availability): Promise<Availability> };
+  /** Called with the machine's own availability (before the overlay); must not throw. */
+  observe?: (branch: BranchId, availability: Availability) => void;
+}
+
+export function createLivePublisher({
+  aedes,
+  log,
+  hooks = {},
+}: {
+  aedes: Aedes;
+  log: Logger;
+  hooks?: LiveHooks;
+}): LivePublisher {
   const policy = TOPIC_POLICY['live-machine'];
   return {
-    publish(branch, availability, asOfMs) {
+    async publish(branch, own, asOfMs) {
+      hooks.observe?.(branch, own);
+      const availability = hooks.overlay ? await hooks.overlay.apply(branch, own) : own;
       const payload: LiveMachine = { ...availability, ts: asOfMs };
       const checked = validatePayload('LiveMachine', payload);
       if (!checked.ok) {

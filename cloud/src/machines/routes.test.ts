@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import type { Middleware } from 'koa';
+import type { AppState } from '../http/state.ts';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { findFreePort } from '../../../tools/services/index.ts';
@@ -7,6 +9,19 @@ import { listen, type HttpServer } from '../http/server.ts';
 import { createMetrics } from '../metrics/metrics.ts';
 import { createLiveState } from './live-state.ts';
 import { machineRoutes } from './routes.ts';
+
+const admitAdmin: Middleware<AppState> = async (ctx, next) => {
+  ctx.state.user = {
+    id: 'admin-1',
+    role: 'admin',
+    status: 'active',
+    emailVerified: true,
+    tokenId: 't',
+    sessionId: 's',
+    expiresAt: Math.floor(Date.now() / 1000) + 60,
+  };
+  await next();
+};
 
 describe('GET /api/machines/availability while Redis is unreachable', () => {
   let http: HttpServer;
@@ -26,7 +41,18 @@ describe('GET /api/machines/availability while Redis is unreachable', () => {
       log: pino({ level: 'silent' }),
       metrics: createMetrics({ defaultMetrics: false }),
       version: 'test',
-      routes: machineRoutes({ live: createLiveState(redis), nowMs: () => Date.now() }),
+      routes: machineRoutes({
+        live: createLiveState(redis),
+        nowMs: () => Date.now(),
+        // What is under test is the Redis failure, after authorization: the caller is an admin here (the guard and
+        // the branch scoping are tested against the real cloud in availability.test.ts).
+        access: {
+          guard: admitAdmin,
+          staffGuard: admitAdmin,
+          canSee: () => Promise.resolve(true),
+          canManage: () => Promise.resolve(true),
+        },
+      }),
     });
     http = await listen(app, { host: '127.0.0.1', port: 0, requestTimeoutMs: 5000 });
   });

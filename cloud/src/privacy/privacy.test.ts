@@ -84,7 +84,7 @@ describe('GDPR export and deletion (P1; real cloud, MongoDB-compatible server, R
     await ok('POST', '/api/users/devices', { platform: 'android', token: `token-${m.userId}` });
     await ok('POST', '/api/users/feedback', { category: 'praise', message: 'great gym' });
     await ok('POST', '/api/users/activity', { events: [{ type: 'app_open' }, { type: 'feature_used', feature: 'x' }] });
-    await ok('POST', '/api/users/branches/demo');
+    await tc.users.services.memberships.join(m.userId, 'demo'); // granted by the gym (staff/admin)
     await tc.mongo.collection('test_objects').insertOne({ owner: m.userId, key: `avatars/${m.userId}.png` });
     return { ...m, secondRefresh: second.refreshToken as string };
   }
@@ -120,7 +120,13 @@ describe('GDPR export and deletion (P1; real cloud, MongoDB-compatible server, R
     expect((e.devices as Json[])[0]).to.include({ token: `token-${m.userId}` });
     expect(e.feedback).to.have.length(1);
     expect(e.branchMemberships).to.deep.equal([
-      { branchId: 'demo', joinedAt: (e.branchMemberships as Json[])[0]!.joinedAt },
+      {
+        branchId: 'demo',
+        status: 'active',
+        joinedAt: (e.branchMemberships as Json[])[0]!.joinedAt,
+        requestedAt: null,
+        validUntil: null,
+      },
     ]);
     expect(e.loginSessions).to.have.length(2);
     expect((e.auditEntries as Json[]).map((a) => a.action)).to.include('login');

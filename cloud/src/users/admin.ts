@@ -8,7 +8,7 @@ import type { AccountDoc } from '../accounts/model.ts';
 import { Conflict, Invalid, NotFound } from '../http/errors.ts';
 import type { AuthenticatedUser } from '../http/state.ts';
 import type { UsersContext } from './context.ts';
-import type { MembershipService } from './memberships.ts';
+import { activeMembershipFilter, type MembershipService } from './memberships.ts';
 import type { AdminUserQuery } from './schemas.ts';
 
 export interface AdminUserView {
@@ -48,7 +48,10 @@ export function createAdminService(ctx: UsersContext, memberships: MembershipSer
     const ids = accounts.map((a) => a._id.toHexString());
     const [profiles, links] = await Promise.all([
       models.Profile.find({ _id: trusted({ $in: ids }) }, { firstName: 1, lastName: 1 }).lean(),
-      models.Membership.find({ userId: trusted({ $in: ids }) }, { userId: 1, branchId: 1 }).lean(),
+      models.Membership.find(
+        { userId: trusted({ $in: ids }), ...activeMembershipFilter(clock.now()) },
+        { userId: 1, branchId: 1 },
+      ).lean(),
     ]);
     const profileOf = new Map(profiles.map((p) => [p._id, p]));
     return accounts.map((a) => {

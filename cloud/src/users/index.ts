@@ -76,7 +76,7 @@ export async function createUsers(deps: UsersDeps): Promise<Users> {
   registry.registerExportSection('feedback', async (userId) =>
     models.Feedback.find({ userId }, { userId: 0 }).sort({ createdAt: 1 }).lean(),
   );
-  registry.registerExportSection('branchMemberships', (userId) => services.memberships.list(userId));
+  registry.registerExportSection('branchMemberships', (userId) => services.memberships.listAll(userId));
   registry.registerExportSection('loginSessions', (userId) => auth.sessions.list(userId));
 
   // Audit entries are the audit module's model; its collection is pseudonymised in place on deletion.

@@ -171,7 +171,15 @@ export interface MembershipDoc {
   _id: string;
   userId: string;
   branchId: string;
+  /** When it became active (for a request: when it was asked for). */
   joinedAt: Date;
+  /** Absent on documents written before statuses existed: active. */
+  status?: 'requested' | 'active';
+  /** End (exclusive); null/absent: open-ended. */
+  validUntil?: Date | null;
+  requestedAt?: Date | null;
+  /** The staff/admin account that granted it (null: granted by the system, e.g. setup). */
+  grantedBy?: string | null;
 }
 
 const Sealed = { type: Schema.Types.Mixed, default: undefined };
@@ -278,6 +286,10 @@ const MembershipSchema = new Schema<MembershipDoc>(
     userId: { type: String, required: true, index: true },
     branchId: { type: String, required: true, index: true },
     joinedAt: { type: Date, required: true },
+    status: { type: String, enum: ['requested', 'active'] },
+    validUntil: { type: Date, default: null },
+    requestedAt: { type: Date, default: null },
+    grantedBy: { type: String, default: null },
   },
   { ...options, collection: COLLECTIONS.memberships },
 );

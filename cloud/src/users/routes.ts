@@ -4,8 +4,8 @@
  * object id in a path that belongs to someone else answers 404 exactly like a missing one (RELIABILITY c6).
  *
  * Access by account state: pending verification may manage profile, body metrics, settings, devices, activity and
- * feedback; branch membership (gym access) needs a verified email; a suspended account gets 403 everywhere except
- * GET /api/auth/me (auth's), which says why.
+ * feedback; asking for a branch membership (gym access; the branches domain's routes) needs a verified email; a
+ * suspended account gets 403 everywhere except GET /api/auth/me (auth's), which says why.
  */
 import * as v from 'valibot';
 import { NotFound } from '../http/errors.ts';
@@ -41,8 +41,7 @@ export function userRoutes({
   context: UsersContext;
 }): RouteSpec[] {
   const member = auth.requireUser();
-  const verifiedMember = auth.requireUser({ verified: true });
-  const { profiles, bodyMetrics, settings, devices, feedback, activity, memberships } = services;
+  const { profiles, bodyMetrics, settings, devices, feedback, activity } = services;
 
   return [
     defineRoute({
@@ -375,51 +374,8 @@ export function userRoutes({
       }),
     }),
 
-    // Branch memberships ---------------------------------------------------------------------------------------
-    defineRoute({
-      method: 'get',
-      path: '/api/users/branches',
-      summary: 'The branches (gyms) the member belongs to',
-      tags,
-      security,
-      guards: [member],
-      responses: { 200: { description: 'Memberships', schema: s.Memberships }, ...forbidden },
-      handler: async (ctx) => ({ status: 200, body: { items: await memberships.list(caller(ctx).id) } }),
-    }),
-    defineRoute({
-      method: 'post',
-      path: '/api/users/branches/:branchId',
-      summary: 'Join a branch (verified email required)',
-      tags,
-      security,
-      guards: [verifiedMember],
-      params: s.BranchIdParam,
-      responses: {
-        200: { description: 'Already a member', schema: s.Membership },
-        201: { description: 'Joined', schema: s.Membership },
-        409: { description: 'Too many branches' },
-        ...forbidden,
-      },
-      handler: async (ctx, { params }) => {
-        const { membership, created } = await memberships.join(caller(ctx).id, params.branchId);
-        return { status: created ? 201 : 200, body: membership };
-      },
-    }),
-    defineRoute({
-      method: 'delete',
-      path: '/api/users/branches/:branchId',
-      summary: 'Leave a branch (verified email required)',
-      tags,
-      security,
-      guards: [verifiedMember],
-      params: s.BranchIdParam,
-      responses: { 204: { description: 'Left' }, 404: { description: 'Not a member of that branch' }, ...forbidden },
-      handler: async (ctx, { params }) => {
-        if (!(await memberships.leave(caller(ctx).id, params.branchId)))
-          throw new NotFound('not a member of that branch');
-        return { status: 204 };
-      },
-    }),
+    // Branch memberships (request, leave, list) are routes of the branches domain, which knows the branches:
+    // cloud/src/branches/membership-routes.ts.
   ];
 }
 

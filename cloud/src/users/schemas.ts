@@ -502,12 +502,6 @@ export const ActivitySummary = v.object({
 });
 
 // ---------------------------------------------------------------------------------------------------------------
-// Branch memberships
-
-export const Membership = v.object({ branchId: v.string(), joinedAt: v.string() });
-export const Memberships = v.object({ items: v.array(Membership) });
-
-// ---------------------------------------------------------------------------------------------------------------
 // Administration
 
 const ROLE = ['member', 'staff', 'admin'] as const;

@@ -13,6 +13,8 @@ import { call, fieldsOf, testFieldKeys } from '../../../test/helpers/users-api.t
 import type { SealedValue } from '../crypto/field-cipher.ts';
 import { rotateFromEnv } from '../crypto/rotate-cli.ts';
 import { macroTargets } from './macros.ts';
+import { AVAILABILITY_ACCESS_CACHE_MS } from '../machines/routes.ts';
+import { eventually } from '../../../test/helpers/eventually.ts';
 
 type Json = Record<string, unknown>;
 type Sealed = {
@@ -583,21 +585,195 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
   });
 
   describe('branch memberships', () => {
-    it('joins and leaves branches (verified members only), idempotently', async () => {
-      const joined = await api<Json>('POST', '/api/users/branches/demo', a.accessToken);
-      expect(joined.status).to.equal(201);
-      expect((await api('POST', '/api/users/branches/demo', a.accessToken)).status).to.equal(200);
-      await api('POST', '/api/users/branches/vienna-1', a.accessToken);
-      const list = await api<{ items: Json[] }>('GET', '/api/users/branches', a.accessToken);
-      expect(list.body.items.map((m) => m.branchId)).to.deep.equal(['demo', 'vienna-1']);
+    type Page = { items: Json[]; nextCursor: string | null };
+    const allDay = Object.fromEntries(
+      ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday'].map((d) => [
+        d,
+        [{ open: '00:00', close: '24:00' }],
+      ]),
+    ) as unknown as Parameters<TestCloud['branches']['create']>[2]['openingHours'];
+    let admin: TestAccount;
+    let staffDemo: TestAccount;
+    let staffVienna: TestAccount;
+    const grant = (branch: string, userId: string, as: TestAccount, body: Json = {}) =>
+      api<Json>('PUT', `/api/branches/${branch}/members/${userId}`, as.accessToken, body);
+
+    before(async () => {
+      for (const id of ['demo', 'vienna-1']) {
+        await tc.branches.create('test-admin', id, { name: id, timeZone: 'UTC', openingHours: allDay });
+      }
+      [admin, staffDemo, staffVienna] = await Promise.all([
+        createTestAccount(tc, { role: 'admin' }),
+        createTestAccount(tc, { role: 'staff' }),
+        createTestAccount(tc, { role: 'staff' }),
+      ]);
+      await tc.branches.staff.assign('test-admin', staffDemo.userId, 'demo');
+      await tc.branches.staff.assign('test-admin', staffVienna.userId, 'vienna-1');
+    });
+
+    it('a member only asks to join (202, requested, verified members only); staff of the branch approve it', async () => {
+      const asked = await api<Json>('POST', '/api/users/branches/demo', a.accessToken);
+      expect(asked.status, JSON.stringify(asked.body)).to.equal(202);
+      expect(asked.body).to.include({ branchId: 'demo', status: 'requested', validUntil: null });
+      expect((await api<Json>('POST', '/api/users/branches/demo', a.accessToken)).status).to.equal(202);
+      expect((await api('POST', '/api/users/branches/nowhere', a.accessToken)).status).to.equal(404);
+      // The request grants nothing anywhere the membership counts.
+      expect(await tc.users.services.memberships.list(a.userId)).to.deep.equal([]);
+      expect(await tc.users.services.memberships.membersOf('demo')).to.deep.equal([]);
+      expect((await api<Page>('GET', '/api/users/branches', a.accessToken)).body.items).to.deep.equal([
+        {
+          branchId: 'demo',
+          status: 'requested',
+          joinedAt: asked.body.joinedAt,
+          requestedAt: asked.body.requestedAt,
+          validUntil: null,
+        },
+      ]);
+
+      // Only staff of THAT branch, or an admin, grant it; never the member, never staff of another branch.
+      expect((await grant('demo', a.userId, a)).status).to.equal(403);
+      expect((await grant('demo', a.userId, staffVienna)).status).to.equal(403);
+      expect((await api('GET', '/api/branches/demo/members', staffVienna.accessToken)).status).to.equal(403);
+      expect((await api('GET', '/api/branches/demo/members', a.accessToken)).status).to.equal(403);
+      expect((await grant('nowhere', a.userId, admin)).status).to.equal(404);
+      expect((await grant('demo', new Types.ObjectId().toHexString(), admin)).status).to.equal(404);
+      expect((await grant('demo', a.userId, staffDemo, { validUntil: '2020-01-01T00:00:00Z' })).status).to.equal(400);
+      expect((await grant('demo', a.userId, staffDemo, { validUntil: '2100-06-01T00:00:00Z' })).status).to.equal(400);
+      expect((await grant('demo', a.userId, staffDemo, { role: 'admin' })).status).to.equal(400);
+      expect((await grant('demo', a.userId, staffDemo, { validUntil: 'tomorrow' })).status).to.equal(400);
+
+      const pending = await api<Page>('GET', '/api/branches/demo/members?status=requested', staffDemo.accessToken);
+      expect(pending.body.items.map((m) => [m.userId, m.status])).to.deep.equal([[a.userId, 'requested']]);
+      const approved = await grant('demo', a.userId, staffDemo);
+      expect(approved.status, JSON.stringify(approved.body)).to.equal(201);
+      expect(approved.body).to.include({ branchId: 'demo', status: 'active', validUntil: null });
+      expect((await grant('demo', a.userId, staffDemo)).status).to.equal(200);
+      expect((await tc.users.services.memberships.list(a.userId)).map((m) => m.branchId)).to.deep.equal(['demo']);
+      expect((await api<Json>('POST', '/api/users/branches/demo', a.accessToken)).body).to.include({
+        status: 'active',
+      });
+      const granted = await tc.mongo
+        .collection<{ actor: string; details: Json }>('audit_log')
+        .find({ action: 'branch_membership_granted', target: 'branch:demo' })
+        .toArray();
+      expect(granted.map((e) => [e.actor, e.details.userId, e.details.created])).to.deep.equal([
+        [staffDemo.userId, a.userId, true],
+        [staffDemo.userId, a.userId, false],
+      ]);
+
+      // B's pending request does not make B a member (admin search below finds A only).
+      expect((await api('POST', '/api/users/branches/demo', b.accessToken)).status).to.equal(202);
+      const page1 = await api<Page>('GET', '/api/branches/demo/members?limit=1', staffDemo.accessToken);
+      expect(page1.body.items).to.have.length(1);
+      const page2 = await api<Page>(
+        'GET',
+        `/api/branches/demo/members?limit=1&cursor=${page1.body.nextCursor}`,
+        staffDemo.accessToken,
+      );
+      expect(page2.body.nextCursor).to.equal(null);
+      const everyone = [...page1.body.items, ...page2.body.items].map((m) => [m.userId, m.status]);
+      expect(everyone).to.have.deep.members([
+        [a.userId, 'active'],
+        [b.userId, 'requested'],
+      ]);
+      const active = await api<Page>('GET', '/api/branches/demo/members?status=active', admin.accessToken);
+      expect(active.body.items.map((m) => m.userId)).to.deep.equal([a.userId]);
+      for (const bad of ['limit=0', 'status=expired', 'status[$ne]=x', 'x=1']) {
+        expect((await api('GET', `/api/branches/demo/members?${bad}`, staffDemo.accessToken)).status, bad).to.equal(
+          400,
+        );
+      }
+    });
+
+    it('withdraws a request or leaves; staff end a membership; nobody touches another member’s', async () => {
+      expect((await api('POST', '/api/users/branches/vienna-1', a.accessToken)).status).to.equal(202);
       expect((await api('DELETE', '/api/users/branches/vienna-1', a.accessToken)).status).to.equal(204);
       expect((await api('DELETE', '/api/users/branches/vienna-1', a.accessToken)).status).to.equal(404);
       // B leaving A's branch does not touch A's membership.
-      expect((await api('DELETE', '/api/users/branches/demo', b.accessToken)).status).to.equal(404);
-      expect((await api<{ items: Json[] }>('GET', '/api/users/branches', a.accessToken)).body.items).to.have.length(1);
+      expect((await api('DELETE', '/api/users/branches/vienna-1', b.accessToken)).status).to.equal(404);
+      expect((await api<Page>('GET', '/api/users/branches', a.accessToken)).body.items).to.have.length(1);
       for (const bad of ['Demo', 'a%2Fb', '-x', '%24ne']) {
         expect((await api('POST', `/api/users/branches/${bad}`, a.accessToken)).status, bad).to.equal(400);
       }
+      const c = await createTestAccount(tc);
+      expect((await grant('vienna-1', c.userId, staffVienna)).status).to.equal(201);
+      expect(
+        (await api('DELETE', `/api/branches/vienna-1/members/${c.userId}`, staffDemo.accessToken)).status,
+      ).to.equal(403);
+      expect(
+        (await api('DELETE', `/api/branches/vienna-1/members/${c.userId}`, staffVienna.accessToken)).status,
+      ).to.equal(204);
+      expect(
+        (await api('DELETE', `/api/branches/vienna-1/members/${c.userId}`, staffVienna.accessToken)).status,
+      ).to.equal(404);
+      expect(await tc.users.services.memberships.list(c.userId)).to.deep.equal([]);
+    });
+
+    it('a requested or ended membership grants nothing: no QR check-in, no availability, not on the allow-list', async () => {
+      const m = await createTestAccount(tc);
+      const checkIn = async () => {
+        const qr = await api<{ token: string }>('GET', '/api/access/qr-token', m.accessToken);
+        expect(qr.status).to.equal(200);
+        return api<Json>('POST', '/api/sessions/start', m.accessToken, {
+          branchId: 'vienna-1',
+          credential: { kind: 'qr', token: qr.body.token },
+        });
+      };
+      const availability = () => api('GET', '/api/machines/availability?branchId=vienna-1', m.accessToken);
+      const listed = async () =>
+        (await tc.access.allowLists.signed('vienna-1')).parts
+          .map((jws) => JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString()) as { members: Json[] })
+          .flatMap((doc) => doc.members)
+          .filter((e) => e.userId === m.userId);
+
+      expect((await api('POST', '/api/users/branches/vienna-1', m.accessToken)).status).to.equal(202);
+      const refused = await checkIn();
+      expect(refused.status).to.equal(403);
+      expect(refused.body.type).to.equal('/problems/membership-inactive');
+      expect((await availability()).status).to.equal(403);
+      expect(await listed()).to.deep.equal([]);
+
+      // Approved until a date: admitted, and the allow-list carries the end for offline decisions.
+      const until = new Date(Date.now() + 30 * 86_400_000);
+      until.setUTCMilliseconds(0);
+      const approved = await grant('vienna-1', m.userId, staffVienna, { validUntil: until.toISOString() });
+      expect(approved.body).to.include({ status: 'active', validUntil: until.toISOString() });
+      expect((await availability()).status).to.equal(200);
+      expect(await listed()).to.deep.equal([{ userId: m.userId, validUntil: until.getTime(), nfc: [] }]);
+      const admitted = await checkIn();
+      expect(admitted.status, JSON.stringify(admitted.body)).to.equal(201);
+      expect((await api('POST', '/api/sessions/end', m.accessToken, {})).status).to.equal(200);
+
+      // Past its end (moved into the past in the database, as time would): nothing again.
+      await tc.mongo
+        .collection('branch_memberships')
+        .updateOne({ _id: `${m.userId}:vienna-1` as never }, { $set: { validUntil: new Date(Date.now() - 1_000) } });
+      expect((await checkIn()).body.type).to.equal('/problems/membership-inactive');
+      // Availability reuses a member's "may see this branch" for AVAILABILITY_ACCESS_CACHE_MS (machine states only,
+      // no member data): the end shows there within that window.
+      await eventually(
+        'availability refused after the membership ended',
+        async () => (await availability()).status === 403,
+        3 * AVAILABILITY_ACCESS_CACHE_MS,
+      );
+      expect(await listed()).to.deep.equal([]);
+      expect((await api<Page>('GET', '/api/users/branches', m.accessToken)).body.items[0]).to.include({
+        status: 'expired',
+      });
+      // Asking again after the end: a new request, granting nothing until staff approve it again (open-ended now).
+      expect((await api<Json>('POST', '/api/users/branches/vienna-1', m.accessToken)).body).to.include({
+        status: 'requested',
+        validUntil: null,
+      });
+      expect((await availability()).status).to.equal(403);
+      expect((await grant('vienna-1', m.userId, staffVienna)).body).to.include({ status: 'active', validUntil: null });
+      expect((await availability()).status).to.equal(200);
+      // A membership document from before statuses existed (no status field) is active.
+      await tc.mongo
+        .collection('branch_memberships')
+        .updateOne({ _id: `${m.userId}:vienna-1` as never }, { $unset: { status: '', validUntil: '' } });
+      expect((await availability()).status).to.equal(200);
+      expect(await listed()).to.deep.equal([{ userId: m.userId, nfc: [] }]);
     });
   });
 
@@ -632,7 +808,9 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
       expect(byEmail.body.items.map((u) => u.id)).to.include(a.userId);
       expect(JSON.stringify(byEmail.body)).to.not.include('passwordHash');
       const byRole = await api<Page>('GET', '/api/admin/users?role=staff', admin.accessToken);
-      expect(byRole.body.items.map((u) => u.id)).to.deep.equal([staff.userId]);
+      // Staff of the membership tests' branches are staff too.
+      expect(byRole.body.items.map((u) => u.id)).to.include(staff.userId);
+      expect(byRole.body.items.map((u) => u.role)).to.satisfy((roles: string[]) => roles.every((r) => r === 'staff'));
       const byBranch = await api<Page>('GET', '/api/admin/users?branch=demo', admin.accessToken);
       expect(byBranch.body.items.map((u) => u.id)).to.deep.equal([a.userId]);
       expect(byBranch.body.items[0]).to.deep.include({ branches: ['demo'], firstName: 'Ada' });
@@ -738,8 +916,12 @@ describe('members API (real cloud, MongoDB-compatible server, Redis)', function 
         ['/api/v1/users/feedback', 'post'],
         ['/api/v1/users/activity', 'post'],
         ['/api/v1/users/activity/summary', 'get'],
+        ['/api/v1/users/branches', 'get'],
         ['/api/v1/users/branches/{branchId}', 'post'],
         ['/api/v1/users/branches/{branchId}', 'delete'],
+        ['/api/v1/branches/{branchId}/members', 'get'],
+        ['/api/v1/branches/{branchId}/members/{userId}', 'put'],
+        ['/api/v1/branches/{branchId}/members/{userId}', 'delete'],
         ['/api/v1/admin/users', 'get'],
         ['/api/v1/admin/users/{userId}/suspend', 'post'],
         ['/api/v1/admin/users/{userId}/reactivate', 'post'],

@@ -15,6 +15,8 @@ const root = path.resolve(import.meta.dirname, '../../..');
 
 export interface Stack {
   cloudUrl: string;
+  /** The cloud's database (provisioning what no API may create, e.g. an observer identity). */
+  mongoUrl: string;
   bareUrl: string;
   cloudPid: number;
   barePid: number;
@@ -93,6 +95,7 @@ export async function startStack(log: (message: string) => void, { pinCores = fa
       pinCores && os.availableParallelism() >= 2 && pin(cloud.pid, '0') && pin(bare.pid, '0') && pin(process.pid, '1');
     return {
       cloudUrl,
+      mongoUrl: `${mongo.url}/nxg_bench_api`,
       bareUrl: `http://127.0.0.1:${barePort}`,
       cloudPid: cloud.pid,
       barePid: bare.pid,

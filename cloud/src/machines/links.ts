@@ -1,0 +1,502 @@
+/**
+ * Member–machine links: a temporary, exclusive association (at most one member per machine) that tags the
+ * machine's workout data with the member and feeds their live workout topic.
+ *
+ * The claim is a document `machine_links { _id: machineId }` created with an insert: a duplicate key means the
+ * machine is taken (409 / deny `machine-busy`), whatever API nodes or gateways race (ARCHITECTURE "Persistence").
+ * Each link also gets a history row (`machine_link_history`, open until released) — workouts find the member linked
+ * at their event time there — and a Redis mirror (overlay.ts) for the hot paths.
+ *
+ * The same rules apply wherever a link comes from (the app's REST route, a gateway's `link` request, an offline
+ * decision the gateway took alone): the machine is known in the branch, online and in service; the member has an
+ * open session at that branch; the machine is free (or already theirs: idempotent). A link ends on unlink (member,
+ * app or gateway), when the member's session ends, after `idleMs` without activity (the idle job), and when the
+ * machine goes offline. Every change is published within the request to the apps (the machine's retained
+ * availability, overlaid `in_use`; the member's `u/{user}/live/workout` link event) and to the machine
+ * (`m/{machine}/cmd/link|unlink`, which its gateway relays).
+ *
+ * A crash between the claim and its mirror/history is repaired by `reconcile()` (a job): mirrors rewritten from
+ * the claims, claims of ended sessions released, history rows without a claim closed.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Aedes } from 'aedes';
+import type { Collection, Db } from 'mongodb';
+import type { Clock } from '../../../tools/runtime/clock.ts';
+import type { Logger } from '../../../tools/runtime/logger.ts';
+import { TOPIC_POLICY, newReqId, topics, validatePayload } from '../../../protocol/index.ts';
+import type {
+  BranchId,
+  MachineId,
+  MachineStatusValue,
+  PayloadName,
+  SessionId,
+  UserId,
+  UserLiveWorkout,
+} from '../../../protocol/index.ts';
+import { isDuplicateKey } from '../db/mongo.ts';
+import type { LivePublisher } from './live-publisher.ts';
+import type { LiveState, MachineView } from './live-state.ts';
+import type { Overlays } from './overlay.ts';
+
+export const LINKS_COLLECTION = 'machine_links';
+export const LINK_HISTORY_COLLECTION = 'machine_link_history';
+
+export type LinkVia = 'app' | 'gateway' | 'offline' | 'staff';
+export type UnlinkReason =
+  | 'member'
+  | 'idle-timeout'
+  | 'session-ended'
+  | 'machine-offline'
+  | 'out-of-order'
+  | 'reconciled'
+  | 'offline-decision'
+  | (string & {});
+
+export interface LinkClaim {
+  _id: string;
+  branch: string;
+  userId: string;
+  sessionId: string;
+  linkId: string;
+  linkedAt: Date;
+  via: LinkVia;
+}
+
+export interface LinkHistoryDoc {
+  _id: string;
+  machine: string;
+  branch: string;
+  userId: string;
+  sessionId: string;
+  startedAt: Date;
+  endedAt: Date | null;
+  endReason?: string;
+  via: LinkVia;
+}
+
+/** The sessions service as links use it (C2's `sessions`). */
+export interface LinkSessions {
+  current(userId: string): Promise<{ id: string; branchId: string; status?: string; startedAt?: string } | undefined>;
+  onEnded(listener: (event: { sessionId: string; userId: string }) => void | Promise<void>): () => void;
+  recordMachineUse?(sessionId: string, machineId: string): Promise<void>;
+}
+
+export type LinkDenyReason = 'not-checked-in' | 'machine-busy' | 'machine-unavailable' | 'unknown-machine';
+
+export type LinkResult =
+  | { ok: true; linkId: string; sessionId: string; userId: string; created: boolean }
+  | { ok: false; reason: LinkDenyReason; detail: string };
+
+export type UnlinkResult = { ok: true; userId: string; sessionId: string; linkId: string } | { ok: false };
+
+export interface LinkView {
+  machine: string;
+  branch: string;
+  userId: string;
+  sessionId: string;
+  linkId: string;
+  linkedAt: number;
+}
+
+/** What a released link tells listeners (workouts close an inferred interval). */
+export interface LinkEnded extends LinkView {
+  endedAt: number;
+  reason: UnlinkReason;
+}
+
+export interface Links {
+  link(input: {
+    branch: BranchId;
+    machine: MachineId;
+    userId: string;
+    via: LinkVia;
+    /** When the link happened (an offline decision: its time at the gateway); default now. */
+    atMs?: number;
+  }): Promise<LinkResult>;
+  unlink(input: { machine: MachineId; userId?: string; reason: UnlinkReason; atMs?: number }): Promise<UnlinkResult>;
+  /** The machine's current link. */
+  current(machine: string): Promise<LinkView | undefined>;
+  /** The member's current links (usually one). */
+  ofUser(userId: string): Promise<LinkView[]>;
+  /** Who was linked to the machine at that instant (history, for late workout data). */
+  at(machine: string, atMs: number): Promise<LinkHistoryDoc | undefined>;
+  /** Releases links idle for longer than idleMs (by the injected clock); resolves with how many. */
+  releaseIdle(): Promise<number>;
+  /** Repairs what a crash left; resolves with what it fixed. */
+  reconcile(): Promise<{ mirrored: number; released: number; closed: number }>;
+  /** A machine status was published (observer of the live publisher): offline releases its link. */
+  machineStatus(branch: BranchId, machine: MachineId, status: MachineStatusValue): void;
+  onLinked(listener: (link: LinkView) => void): void;
+  onEnded(listener: (ended: LinkEnded) => void | Promise<void>): void;
+  /** Republishes the machine's retained availability (after a link or service change). */
+  republish(branch: BranchId, machine: MachineId): Promise<void>;
+  /** Waits for the releases started by observers (tests, stop). */
+  idle(): Promise<void>;
+}
+
+export interface LinksDeps {
+  db: Db;
+  aedes: Aedes;
+  live: LiveState;
+  overlays: Overlays;
+  publisher: LivePublisher;
+  sessions: LinkSessions;
+  clock: Clock;
+  log: Logger;
+  /** A link without activity (telemetry, workout data, heartbeat) for this long is released. */
+  idleMs: number;
+  /** A claim younger than this is never "repaired" (it may be between its writes). */
+  claimGraceMs?: number;
+  /** Whether this member may take the machine now (a waitlist hold for someone else says no: `machine-busy`). */
+  mayLink?: (branch: string, machine: string, userId: string) => Promise<boolean>;
+}
+
+const OFFLINE: ReadonlySet<MachineStatusValue> = new Set(['offline']);
+const UNAVAILABLE: ReadonlySet<MachineStatusValue> = new Set(['offline', 'unknown', 'maintenance']);
+
+export async function ensureLinkCollections(db: Db): Promise<void> {
+  for (const name of [LINKS_COLLECTION, LINK_HISTORY_COLLECTION]) {
+    try {
+      await db.createCollection(name);
+    } catch (err) {
+      if ((err as { code?: number }).code !== 48) throw err;
+    }
+  }
+  await db.collection(LINK_HISTORY_COLLECTION).createIndex({ machine: 1, startedAt: -1 }, { name: 'machine_started' });
+  await db.collection(LINK_HISTORY_COLLECTION).createIndex({ userId: 1, startedAt: -1 }, { name: 'user_started' });
+  await db.collection(LINKS_COLLECTION).createIndex({ userId: 1 }, { name: 'user' });
+}
+
+/** Publishes a payload after checking it against its schema (apps and machines trust what the cloud sends). */
+export function publishChecked(
+  aedes: Aedes,
+  topic: string,
+  name: PayloadName,
+  payload: unknown,
+  policy: { qos: 0 | 1 | 2; retained: boolean },
+): Promise<void> {
+  const checked = validatePayload(name, payload);
+  if (!checked.ok) return Promise.reject(new Error(`invalid ${name} (${checked.path ?? checked.reason})`));
+  return new Promise((resolve, reject) => {
+    aedes.publish(
+      {
+        cmd: 'publish',
+        topic,
+        payload: Buffer.from(JSON.stringify(checked.value)),
+        qos: policy.qos,
+        retain: policy.retained,
+        dup: false,
+      },
+      (err) => (err ? reject(err) : resolve()),
+    );
+  });
+}
+
+export function createLinks(deps: LinksDeps): Links {
+  const { db, aedes, live, overlays, publisher, sessions, clock, log } = deps;
+  const claims: Collection<LinkClaim> = db.collection<LinkClaim>(LINKS_COLLECTION);
+  const history: Collection<LinkHistoryDoc> = db.collection<LinkHistoryDoc>(LINK_HISTORY_COLLECTION);
+  const claimGraceMs = deps.claimGraceMs ?? 30_000;
+  const linkedListeners: ((link: LinkView) => void)[] = [];
+  const endedListeners: ((ended: LinkEnded) => void | Promise<void>)[] = [];
+  const pending = new Set<Promise<unknown>>();
+
+  const track = <T>(work: Promise<T>): Promise<T> => {
+    pending.add(work);
+    void work.finally(() => pending.delete(work)).catch(() => undefined);
+    return work;
+  };
+
+  const viewOf = (c: LinkClaim): LinkView => ({
+    machine: c._id,
+    branch: c.branch,
+    userId: c.userId,
+    sessionId: c.sessionId,
+    linkId: c.linkId,
+    linkedAt: c.linkedAt.getTime(),
+  });
+
+  async function machineView(branch: BranchId, machine: MachineId): Promise<MachineView | undefined> {
+    const machines = await live.listBranch(branch);
+    return machines.find((m) => m.machine === machine);
+  }
+
+  async function republish(branch: BranchId, machine: MachineId): Promise<void> {
+    const view = await machineView(branch, machine);
+    if (!view) return;
+    const { machine: id, status, since, type, displayName } = view;
+    await publisher.publish(
+      branch,
+      { machine: id, status, since, ...(type ? { type } : {}), ...(displayName ? { displayName } : {}) },
+      clock.nowMs(),
+    );
+  }
+
+  /** Apps and the machine hear about a link change; failures are logged, never undo the change. */
+  async function announce(
+    change: 'linked' | 'unlinked',
+    link: LinkView,
+    extra: { reason?: string; greeting?: string } = {},
+  ): Promise<void> {
+    const branch = link.branch as BranchId;
+    const machine = link.machine as MachineId;
+    const now = clock.nowMs();
+    const userEvent: UserLiveWorkout = {
+      type: 'link',
+      machine,
+      ts: now,
+      state: change,
+      sessionId: link.sessionId as SessionId,
+    };
+    const command =
+      change === 'linked'
+        ? {
+            reqId: newReqId(),
+            expiresAt: now + 60_000,
+            userId: link.userId,
+            sessionId: link.sessionId,
+            ...(extra.greeting ? { greeting: extra.greeting } : {}),
+          }
+        : { reqId: newReqId(), expiresAt: now + 60_000, userId: link.userId, reason: extra.reason ?? 'member' };
+    const results = await Promise.allSettled([
+      publishChecked(
+        aedes,
+        topics.userLive(link.userId as UserId, 'workout'),
+        'UserLiveWorkout',
+        userEvent,
+        TOPIC_POLICY['user-live'],
+      ),
+      publishChecked(
+        aedes,
+        topics.machineCommand(branch, machine, change === 'linked' ? 'link' : 'unlink'),
+        change === 'linked' ? 'MachineLinkCommand' : 'MachineUnlinkCommand',
+        command,
+        TOPIC_POLICY['machine-command'],
+      ),
+      republish(branch, machine),
+    ]);
+    for (const r of results) {
+      if (r.status === 'rejected') {
+        log.warn({ machine, change, err: { message: (r.reason as Error).message } }, 'link change not announced');
+      }
+    }
+  }
+
+  async function release(claim: LinkClaim, reason: UnlinkReason, atMs: number): Promise<UnlinkResult> {
+    // Conditional on the link id: of two racing releases exactly one deletes the claim and announces it.
+    const deleted = await claims.findOneAndDelete({ _id: claim._id, linkId: claim.linkId });
+    if (!deleted) return { ok: false };
+    const endedAt = new Date(Math.max(atMs, deleted.linkedAt.getTime()));
+    await Promise.all([
+      history.updateOne({ _id: deleted.linkId, endedAt: null }, { $set: { endedAt, endReason: reason } }),
+      overlays.clearLink(deleted.branch, deleted._id, deleted.linkId),
+    ]);
+    const view = viewOf(deleted);
+    await announce('unlinked', view, { reason });
+    for (const listener of endedListeners) {
+      try {
+        await listener({ ...view, endedAt: endedAt.getTime(), reason });
+      } catch (err) {
+        log.warn({ machine: view.machine, err: { message: (err as Error).message } }, 'link-ended listener failed');
+      }
+    }
+    log.info({ machine: view.machine, branch: view.branch, reason }, 'machine unlinked');
+    return { ok: true, userId: deleted.userId, sessionId: deleted.sessionId, linkId: deleted.linkId };
+  }
+
+  sessions.onEnded(async ({ userId, sessionId }) => {
+    const held = await claims.find({ userId, sessionId }).toArray();
+    for (const claim of held) await track(release(claim, 'session-ended', clock.nowMs()));
+  });
+
+  const links: Links = {
+    async link({ branch, machine, userId, via, atMs }) {
+      const now = clock.nowMs();
+      const at = Math.min(atMs ?? now, now);
+      const view = await machineView(branch, machine);
+      if (!view) return { ok: false, reason: 'unknown-machine', detail: `no machine ${machine} in branch ${branch}` };
+      const overlay = await overlays.get(branch, machine);
+      if (overlay.outOfOrder || UNAVAILABLE.has(view.status)) {
+        const why = overlay.outOfOrder ? 'out of order' : view.status;
+        return { ok: false, reason: 'machine-unavailable', detail: `machine ${machine} is ${why}` };
+      }
+      const session = await sessions.current(userId);
+      if (!session || session.branchId !== branch || (session.status && session.status !== 'active')) {
+        return { ok: false, reason: 'not-checked-in', detail: `check in at ${branch} first` };
+      }
+      if (deps.mayLink && !(await deps.mayLink(branch, machine, userId))) {
+        const holder = await claims.findOne({ _id: machine });
+        if (holder?.userId !== userId) {
+          return {
+            ok: false,
+            reason: 'machine-busy',
+            detail: `machine ${machine} is held for the next member waiting`,
+          };
+        }
+      }
+      const claim: LinkClaim = {
+        _id: machine,
+        branch,
+        userId,
+        sessionId: session.id,
+        linkId: randomUUID(),
+        linkedAt: new Date(at),
+        via,
+      };
+      try {
+        await claims.insertOne(claim);
+      } catch (err) {
+        if (!isDuplicateKey(err)) throw err;
+        const holder = await claims.findOne({ _id: machine });
+        if (holder && holder.userId === userId) {
+          // Already theirs (a retried request, a second tap): the same link, nothing announced twice.
+          return { ok: true, linkId: holder.linkId, sessionId: holder.sessionId, userId, created: false };
+        }
+        return { ok: false, reason: 'machine-busy', detail: `machine ${machine} is in use by another member` };
+      }
+      await Promise.all([
+        history.insertOne({
+          _id: claim.linkId,
+          machine,
+          branch,
+          userId,
+          sessionId: session.id,
+          startedAt: claim.linkedAt,
+          endedAt: null,
+          via,
+        }),
+        overlays.setLink(branch, machine, {
+          userId,
+          sessionId: session.id,
+          linkId: claim.linkId,
+          linkedAt: at,
+        }),
+        sessions.recordMachineUse?.(session.id, machine).catch((err: unknown) => {
+          log.warn({ err: { message: (err as Error).message } }, 'machine use not recorded on the session');
+        }),
+      ]);
+      const linkView = viewOf(claim);
+      await announce('linked', linkView);
+      for (const listener of linkedListeners) listener(linkView);
+      log.info({ machine, branch, via }, 'machine linked');
+      return { ok: true, linkId: claim.linkId, sessionId: session.id, userId, created: true };
+    },
+
+    async unlink({ machine, userId, reason, atMs }) {
+      const claim = await claims.findOne({ _id: machine });
+      if (!claim || (userId !== undefined && claim.userId !== userId)) return { ok: false };
+      return track(release(claim, reason, atMs ?? clock.nowMs()));
+    },
+
+    async current(machine) {
+      const claim = await claims.findOne({ _id: machine });
+      return claim ? viewOf(claim) : undefined;
+    },
+
+    async ofUser(userId) {
+      return (await claims.find({ userId }).toArray()).map(viewOf);
+    },
+
+    async at(machine, atMs) {
+      const when = new Date(atMs);
+      const rows = await history
+        .find({ machine, startedAt: { $lte: when } })
+        .sort({ startedAt: -1 })
+        .limit(5)
+        .toArray();
+      return rows.find((r) => r.endedAt === null || r.endedAt.getTime() >= atMs);
+    },
+
+    async releaseIdle() {
+      const now = clock.nowMs();
+      let released = 0;
+      for (const claim of await claims.find({}).toArray()) {
+        const overlay = await overlays.get(claim.branch, claim._id);
+        const activity = Math.max(claim.linkedAt.getTime(), overlay.activityAt ?? 0);
+        if (now - activity < deps.idleMs) continue;
+        if ((await track(release(claim, 'idle-timeout', now))).ok) released += 1;
+      }
+      return released;
+    },
+
+    async reconcile() {
+      const now = clock.nowMs();
+      let mirrored = 0;
+      let released = 0;
+      let closed = 0;
+      const held = await claims.find({}).toArray();
+      const heldIds = new Set(held.map((c) => c.linkId));
+      for (const claim of held) {
+        if (now - claim.linkedAt.getTime() < claimGraceMs) continue;
+        const session = await sessions.current(claim.userId);
+        if (!session || session.id !== claim.sessionId) {
+          if ((await track(release(claim, 'session-ended', now))).ok) released += 1;
+          continue;
+        }
+        const overlay = await overlays.get(claim.branch, claim._id);
+        if (overlay.linkId !== claim.linkId) {
+          await overlays.setLink(claim.branch, claim._id, {
+            userId: claim.userId,
+            sessionId: claim.sessionId,
+            linkId: claim.linkId,
+            linkedAt: claim.linkedAt.getTime(),
+          });
+          await history.updateOne(
+            { _id: claim.linkId },
+            {
+              $setOnInsert: {
+                machine: claim._id,
+                branch: claim.branch,
+                userId: claim.userId,
+                sessionId: claim.sessionId,
+                startedAt: claim.linkedAt,
+                endedAt: null,
+                via: claim.via,
+              },
+            },
+            { upsert: true },
+          );
+          mirrored += 1;
+          await republish(claim.branch as BranchId, claim._id as MachineId);
+        }
+      }
+      const open = await history.find({ endedAt: null }).toArray();
+      for (const row of open) {
+        if (heldIds.has(row._id) || now - row.startedAt.getTime() < claimGraceMs) continue;
+        // Its claim is gone (released by a process that crashed before closing the row, or never written).
+        await history.updateOne(
+          { _id: row._id, endedAt: null },
+          { $set: { endedAt: new Date(now), endReason: 'reconciled' } },
+        );
+        await overlays.clearLink(row.branch, row.machine, row._id);
+        closed += 1;
+      }
+      if (mirrored + released + closed > 0) log.info({ mirrored, released, closed }, 'machine links reconciled');
+      return { mirrored, released, closed };
+    },
+
+    machineStatus(branch, machine, status) {
+      if (!OFFLINE.has(status)) return;
+      void track(
+        (async () => {
+          const claim = await claims.findOne({ _id: machine, branch });
+          if (claim) await release(claim, 'machine-offline', clock.nowMs());
+        })(),
+      ).catch((err: unknown) => {
+        log.warn({ machine, err: { message: (err as Error).message } }, 'link of an offline machine not released');
+      });
+    },
+
+    onLinked(listener) {
+      linkedListeners.push(listener);
+    },
+    onEnded(listener) {
+      endedListeners.push(listener);
+    },
+    republish,
+    async idle() {
+      while (pending.size > 0) await Promise.allSettled([...pending]);
+    },
+  };
+  return links;
+}
