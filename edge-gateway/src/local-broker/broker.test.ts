@@ -152,6 +152,15 @@ describe('edge gateway: local broker for machines', function () {
       (await gw.queue.peek('records', { limit: 1_000 }))
         .filter((r) => r.source === flooder.id)
         .map((r) => r.msgId as string);
+    // The events within the budget may still be committing when the refusal closes the connection.
+    await eventually(
+      async () => {
+        const held = await queuedIds();
+        return held.length >= 5 && acked.every((id) => held.includes(id));
+      },
+      'the events within the budget committed',
+      15_000,
+    );
     const queued = await queuedIds();
     const ids = sent.map((p) => (JSON.parse(p) as { msgId: string }).msgId);
     // The 5/s budget (a one-second burst): a few stored, in publish order with no gap, each one PUBACKed; none after.
