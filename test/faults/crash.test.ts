@@ -32,6 +32,7 @@ import {
   report,
   since,
   sleep,
+  faultSuite,
   startFaultRig,
   startMachines,
   storedWorkouts,
@@ -70,31 +71,13 @@ async function killAndRestart(
 
 describe('faults: crashes and restarts (G6–G8)', function () {
   this.timeout(240_000);
-  let rig: FaultRig;
-  let machines: Machines | undefined;
-
-  before(async function () {
-    this.timeout(120_000);
-    rig = await startFaultRig('crash');
-  });
-
-  afterEach(async function () {
-    this.timeout(30_000);
-    await machines?.stop();
-    machines = undefined;
-    await rig.finish();
-  });
-
-  after(async function () {
-    this.timeout(60_000);
-    await rig?.close();
-  });
+  const suite = faultSuite('crash');
 
   it('G6: the gateway SIGKILLed at 25 %, 50 % and 75 % of draining a 10,000-record backlog: 10,000 exactly once, integrity ok', async () => {
     const total = 10_000;
     // A drain of about 1,000 records/s leaves time to kill at each quarter.
-    const s = await rig.scenario('g6', { machines: 50, env: { GATEWAY_UPLINK_DRAIN_MAX_PER_S: '1000' } });
-    machines = startMachines(() => s.gateway.mqttUrl, s.site);
+    const s = await suite.rig.scenario('g6', { machines: 50, env: { GATEWAY_UPLINK_DRAIN_MAX_PER_S: '1000' } });
+    const machines = suite.startMachines(s);
     await machines.whenConnected(30_000);
     await s.waitHealth('uplink up', (h) => h.uplink === 'up', 30_000);
     s.cut('refuse');
@@ -108,20 +91,20 @@ describe('faults: crashes and restarts (G6–G8)', function () {
     for (const fraction of [0.25, 0.5, 0.75]) {
       await eventually(
         `${fraction * 100} % of the backlog in MongoDB`,
-        async () => (await storedWorkouts(rig.mongo, s.site.branch)) >= fraction * total,
+        async () => (await storedWorkouts(suite.rig.mongo, s.site.branch)) >= fraction * total,
         60_000,
         50,
       );
-      const atKill = await storedWorkouts(rig.mongo, s.site.branch);
-      const k = await killAndRestart(s, () => storedWorkouts(rig.mongo, s.site.branch));
+      const atKill = await storedWorkouts(suite.rig.mongo, s.site.branch);
+      const k = await killAndRestart(s, () => storedWorkouts(suite.rig.mongo, s.site.branch));
       const restartedAt = Date.now();
-      const atRestart = await storedWorkouts(rig.mongo, s.site.branch);
+      const atRestart = await storedWorkouts(suite.rig.mongo, s.site.branch);
       expect(k.integrity, `integrity_check after the kill at ${fraction * 100} %`).to.equal('ok');
       expect(k.rows + k.storedAfter, 'rows on disk + records in MongoDB cover the backlog').to.be.at.least(total);
       // Target 5 s; deadline 3×.
       await eventually(
         'draining resumed after the restart',
-        async () => atRestart >= total || (await storedWorkouts(rig.mongo, s.site.branch)) > atRestart,
+        async () => atRestart >= total || (await storedWorkouts(suite.rig.mongo, s.site.branch)) > atRestart,
         15_000,
         50,
       );
@@ -131,17 +114,20 @@ describe('faults: crashes and restarts (G6–G8)', function () {
       );
     }
     await settle(s, machines, 90_000);
-    const f = await checkLedger(rig.mongo, machines.ledger());
+    const f = await checkLedger(suite.rig.mongo, machines.ledger());
     const line = report('G6', f, {
-      'redeliveries (cloud)': await rig.cloudMetric('ingest_records_total', { kind: 'workout', outcome: 'duplicate' }),
+      'redeliveries (cloud)': await suite.rig.cloudMetric('ingest_records_total', {
+        kind: 'workout',
+        outcome: 'duplicate',
+      }),
     });
     for (const k of kills) console.log(`        kill at ${k}`);
     expectExactlyOnce(line, f, total);
   });
 
   it('G7: the gateway SIGKILLed 4 times while 50 machines publish 10 msg/s: every PUBACKed record in MongoDB exactly once', async () => {
-    const s = await rig.scenario('g7', { machines: 50 });
-    machines = startMachines(() => s.gateway.mqttUrl, s.site);
+    const s = await suite.rig.scenario('g7', { machines: 50 });
+    const machines = suite.startMachines(s);
     await machines.whenConnected(30_000);
     await s.waitHealth('uplink up', (h) => h.uplink === 'up', 30_000);
     void machines.startTraffic(10);
@@ -152,27 +138,30 @@ describe('faults: crashes and restarts (G6–G8)', function () {
     for (let i = 0; i < 4; i++) {
       await sleep(2_000 + Math.floor(random() * 2_500));
       const ackedAtKill = machines.acked();
-      const k = await killAndRestart(s, () => storedWorkouts(rig.mongo, s.site.branch));
+      const k = await killAndRestart(s, () => storedWorkouts(suite.rig.mongo, s.site.branch));
       expect(k.integrity, `integrity_check after kill ${i + 1}`).to.equal('ok');
       kills.push(`#${i + 1}: ${ackedAtKill} PUBACKed, ${k.rows} rows on disk, down ${k.downMs} ms`);
     }
     await sleep(2_000);
     machines.stopTraffic();
     await settle(s, machines, 90_000);
-    const f = await checkLedger(rig.mongo, machines.ledger());
+    const f = await checkLedger(suite.rig.mongo, machines.ledger());
     const line = report('G7', f, {
       published: machines.published(),
       'machine reconnects': machines.drops(),
-      'redeliveries (cloud)': await rig.cloudMetric('ingest_records_total', { kind: 'workout', outcome: 'duplicate' }),
+      'redeliveries (cloud)': await suite.rig.cloudMetric('ingest_records_total', {
+        kind: 'workout',
+        outcome: 'duplicate',
+      }),
     });
     for (const k of kills) console.log(`        kill ${k}`);
     expectExactlyOnce(line, f, machines.published());
   });
 
   it('G8: cold start with the cloud unreachable, then a restart while still offline: the backlog survives on disk and is delivered once', async () => {
-    const s = await rig.scenario('g8', { machines: 50, offline: true });
+    const s = await suite.rig.scenario('g8', { machines: 50, offline: true });
     // The gateway came up (ready line) although its uplink is refused; machines connect and are acknowledged.
-    machines = startMachines(() => s.gateway.mqttUrl, s.site);
+    const machines = suite.startMachines(s);
     await machines.whenConnected(30_000);
     const first = await readHealth(s.gateway);
     expect(first.uplink).to.equal('down');
@@ -182,7 +171,7 @@ describe('faults: crashes and restarts (G6–G8)', function () {
     expect(before.queue.depth, 'queued while offline').to.equal(5_000);
 
     // Power cut while offline: SIGKILL, the file inspected, then started again, still offline.
-    const k = await killAndRestart(s, () => storedWorkouts(rig.mongo, s.site.branch));
+    const k = await killAndRestart(s, () => storedWorkouts(suite.rig.mongo, s.site.branch));
     const after = await readHealth(s.gateway);
     expect(k.integrity).to.equal('ok');
     expect(k.rows, 'rows on disk between the kill and the restart').to.equal(5_000);
@@ -199,7 +188,7 @@ describe('faults: crashes and restarts (G6–G8)', function () {
     s.restore();
     await settle(s, machines, 90_000);
     const drainMs = since(t0);
-    const f = await checkLedger(rig.mongo, machines.ledger());
+    const f = await checkLedger(suite.rig.mongo, machines.ledger());
     const line = report('G8', f, {
       'depth before/after the offline restart': `${before.queue.depth}/${after.queue.depth}`,
       'rows on disk': k.rows,
@@ -214,11 +203,11 @@ describe('faults: crashes and restarts (G6–G8)', function () {
     const ana = asUserId('u-g8a-ana');
     const configKey = newSigningKey();
     const qrKey = newSigningKey();
-    const keysFile = path.join(rig.dir, 'g8a-config-keys.json');
-    const scans = path.join(rig.dir, 'g8a-door-in.scans');
+    const keysFile = path.join(suite.rig.dir, 'g8a-config-keys.json');
+    const scans = path.join(suite.rig.dir, 'g8a-door-in.scans');
     await writeFile(keysFile, JSON.stringify({ keys: [configKey.jwk] }));
     await writeFile(scans, '');
-    const s = await rig.scenario('g8a', {
+    const s = await suite.rig.scenario('g8a', {
       machines: 5,
       offline: true,
       env: { GATEWAY_CONFIG_KEYS_FILE: keysFile, GATEWAY_QR_READERS: `door-in=${scans}` },
@@ -273,7 +262,7 @@ describe('faults: crashes and restarts (G6–G8)', function () {
       return { ...after.last!, tookMs: since(t0), offline: after.offline };
     };
 
-    machines = startMachines(() => s.gateway.mqttUrl, s.site);
+    const machines = suite.startMachines(s);
     await machines.whenConnected(30_000);
     expect((await readHealth(s.gateway)).uplink).to.equal('down');
     const first = await scan(anaCard);
@@ -296,7 +285,7 @@ describe('faults: crashes and restarts (G6–G8)', function () {
       (h) => h.uplink === 'up' && h.queue.lanes.access.depth === 0,
       60_000,
     );
-    const db = rig.mongo.db!;
+    const db = suite.rig.mongo.db!;
     const stored = {
       access_scans: await db.collection('access_scans').countDocuments({ branch: s.site.branch }),
       offline_decisions: await db.collection('offline_decisions').countDocuments({ branch: s.site.branch }),

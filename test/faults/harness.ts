@@ -132,6 +132,53 @@ export interface FaultRig {
   close(): Promise<void>;
 }
 
+/** What a fault suite's tests use: the rig and the machines of the running test (faultSuite). */
+export interface FaultSuite {
+  /** The rig, started in the suite's `before`. */
+  readonly rig: FaultRig;
+  /** Starts the scenario's machines (startMachines), stopped after the test. */
+  startMachines(s: Scenario): Machines;
+  /** Stops the test's machines now (they are stopped after the test anyway). */
+  stopMachines(): Promise<void>;
+}
+
+/**
+ * Registers the hooks a fault suite shares in the calling `describe`: the rig started once before its tests
+ * (startFaultRig), after each test its machines stopped and then its scenarios finished, the rig closed at the end.
+ */
+export function faultSuite(name: string, cloudEnv: Record<string, string> = {}): FaultSuite {
+  let rig: FaultRig | undefined;
+  let machines: Machines | undefined;
+  const stopMachines = async () => {
+    await machines?.stop();
+    machines = undefined;
+  };
+  before(async function () {
+    this.timeout(120_000);
+    rig = await startFaultRig(name, cloudEnv);
+  });
+  afterEach(async function () {
+    this.timeout(30_000);
+    await stopMachines();
+    await rig?.finish();
+  });
+  after(async function () {
+    this.timeout(60_000);
+    await rig?.close();
+  });
+  return {
+    get rig(): FaultRig {
+      if (!rig) throw new Error(`fault suite ${name}: the rig is not started`);
+      return rig;
+    },
+    startMachines(s) {
+      machines = startMachines(() => s.gateway.mqttUrl, s.site);
+      return machines;
+    },
+    stopMachines,
+  };
+}
+
 /** Gateway settings for fast fault detection in tests (keepalive 3 s, reconnect 100–1000 ms). */
 export const FAST_LINK: Readonly<Record<string, string>> = {
   LOG_LEVEL: 'info',

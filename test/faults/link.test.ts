@@ -17,38 +17,17 @@ import {
   rssMiB,
   since,
   sleep,
-  startFaultRig,
-  startMachines,
+  faultSuite,
   type FaultHealth,
-  type FaultRig,
-  type Machines,
 } from './harness.ts';
 
 describe('faults: the uplink (G1–G4)', function () {
   this.timeout(240_000);
-  let rig: FaultRig;
-  let machines: Machines | undefined;
-
-  before(async function () {
-    this.timeout(120_000);
-    rig = await startFaultRig('link');
-  });
-
-  afterEach(async function () {
-    this.timeout(30_000);
-    await machines?.stop();
-    machines = undefined;
-    await rig.finish();
-  });
-
-  after(async function () {
-    this.timeout(60_000);
-    await rig?.close();
-  });
+  const suite = faultSuite('link');
 
   it('G1: uplink refused for 20 s, 50 machines × 10 msg/s → 10,000 of 10,000 exactly once; the backlog drains while live traffic flows', async () => {
-    const s = await rig.scenario('g1', { machines: 50 });
-    machines = startMachines(() => s.gateway.mqttUrl, s.site);
+    const s = await suite.rig.scenario('g1', { machines: 50 });
+    const machines = suite.startMachines(s);
     await machines.whenConnected(30_000);
     await s.waitHealth('uplink up', (h) => h.uplink === 'up', 30_000);
 
@@ -102,8 +81,8 @@ describe('faults: the uplink (G1–G4)', function () {
     await settle(s, machines, 60_000);
     const rssEnd = await rssMiB(s.gateway.proc.pid);
 
-    const f = await checkLedger(rig.mongo, machines.ledger());
-    const redeliveries = await rig.cloudMetric('ingest_records_total', { kind: 'workout', outcome: 'duplicate' });
+    const f = await checkLedger(suite.rig.mongo, machines.ledger());
+    const redeliveries = await suite.rig.cloudMetric('ingest_records_total', { kind: 'workout', outcome: 'duplicate' });
     const line = report('G1', f, {
       'published in the outage': duringOutage,
       'uplink down detected ms': detectedMs,
@@ -125,7 +104,7 @@ describe('faults: the uplink (G1–G4)', function () {
     const windowBatches = 4;
     let standIn: StandInCloud | undefined;
     try {
-      const s = await rig.scenario('g2', {
+      const s = await suite.rig.scenario('g2', {
         machines: 50,
         env: { GATEWAY_UPLINK_WINDOW_BATCHES: String(windowBatches), GATEWAY_QUEUE_MAX_RECORDS: '200000' },
         upstream: async (site) => {
@@ -133,7 +112,7 @@ describe('faults: the uplink (G1–G4)', function () {
           return standIn.port;
         },
       });
-      machines = startMachines(() => s.gateway.mqttUrl, s.site);
+      const machines = suite.startMachines(s);
       await machines.whenConnected(30_000);
       await s.waitHealth('uplink up', (h) => h.uplink === 'up', 30_000);
       s.cut('refuse');
@@ -177,17 +156,16 @@ describe('faults: the uplink (G1–G4)', function () {
       expect(h.uplinkConnects - connectsBefore, 'uplink connections for the drain').to.equal(1);
       expect(f.redeliveries, 'copies received twice in one session').to.equal(0);
     } finally {
-      await machines?.stop();
-      machines = undefined;
-      await rig.finish();
+      await suite.stopMachines();
+      await suite.rig.finish();
       await standIn?.stop();
     }
   });
 
   it('G3: a black-holed link (half-open TCP) is detected from the keepalive, and nothing is lost or doubled', async () => {
     const keepaliveS = 3;
-    const s = await rig.scenario('g3', { machines: 10, env: { GATEWAY_UPLINK_KEEPALIVE_S: String(keepaliveS) } });
-    machines = startMachines(() => s.gateway.mqttUrl, s.site);
+    const s = await suite.rig.scenario('g3', { machines: 10, env: { GATEWAY_UPLINK_KEEPALIVE_S: String(keepaliveS) } });
+    const machines = suite.startMachines(s);
     await machines.whenConnected(30_000);
     await s.waitHealth('uplink up', (h) => h.uplink === 'up', 30_000);
     void machines.startTraffic(10);
@@ -208,7 +186,7 @@ describe('faults: the uplink (G1–G4)', function () {
     await sleep(1_000);
     machines.stopTraffic();
     await settle(s, machines, 60_000);
-    const f = await checkLedger(rig.mongo, machines.ledger());
+    const f = await checkLedger(suite.rig.mongo, machines.ledger());
     const line = report('G3', f, {
       'keepalive s': keepaliveS,
       'black hole detected ms': detectedMs,
@@ -219,8 +197,8 @@ describe('faults: the uplink (G1–G4)', function () {
 
   it('G4: a flapping link (6 × 2.5 s down / 2.5 s up) under 50 × 10 msg/s: no loss, no duplicates, one reconnect per cycle', async () => {
     const cycles = 6;
-    const s = await rig.scenario('g4', { machines: 50 });
-    machines = startMachines(() => s.gateway.mqttUrl, s.site);
+    const s = await suite.rig.scenario('g4', { machines: 50 });
+    const machines = suite.startMachines(s);
     await machines.whenConnected(30_000);
     const start = await s.waitHealth('uplink up', (h) => h.uplink === 'up', 30_000);
     void machines.startTraffic(10);
@@ -248,7 +226,7 @@ describe('faults: the uplink (G1–G4)', function () {
     const end = await settle(s, machines, 60_000);
     const rssEnd = await rssMiB(s.gateway.proc.pid);
     const reconnects = end.uplinkConnects - start.uplinkConnects;
-    const f = await checkLedger(rig.mongo, machines.ledger());
+    const f = await checkLedger(suite.rig.mongo, machines.ledger());
     const line = report('G4', f, {
       cycles,
       reconnects,

@@ -18,7 +18,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Command, InvalidArgumentError } from '@commander-js/extra-typings';
+import { Command } from '@commander-js/extra-typings';
 import Table from 'cli-table3';
 import hdr from 'hdr-histogram-js';
 import net from 'node:net';
@@ -26,16 +26,9 @@ import { MqttClient, connect, connectAsync, type IClientOptions } from 'mqtt';
 import { newSecret } from '../mqtt/secrets.ts';
 import { findFreePort, spawnService, startMongo, startMosquitto, type ServiceProcess } from '../services/index.ts';
 import { cpuTimeMs, machineInfo, pin } from './system.ts';
+import { inRange } from './cli.ts';
 
 const repoRoot = path.resolve(import.meta.dirname, '..', '..');
-
-function inRange(min: number, max: number) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`a number from ${min} to ${max}`);
-    return n;
-  };
-}
 
 const program = new Command()
   .name('bench:broker')

@@ -7,24 +7,17 @@
  * Each step runs the fleet at a telemetry rate (QoS 1, so every sample is in the PUBACK ledger), lets the pipeline
  * drain, and then checks every acknowledged record against MongoDB (durability.ts).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
-import mongoose from 'mongoose';
-import { addGateway, addMachine, gatewayMachines } from '../../cloud/src/broker/provisioning.ts';
-import { createIdentityStore } from '../../cloud/src/broker/identities.ts';
 import { asBranchId } from '../../protocol/ids.ts';
-import { startFleet, type FleetMachine, type PublishedMessage } from '../../simulators/src/fleet.ts';
-import { machineIdAt, typeAt } from '../../simulators/src/machines/index.ts';
-import { startMongo, startRedis, spawnService, type ServiceProcess } from '../../tools/services/index.ts';
+import { startFleet, type PublishedMessage } from '../../simulators/src/fleet.ts';
+import { startMongo, startRedis } from '../../tools/services/index.ts';
 import { DurabilityTracker, type StepDurability } from './durability.ts';
 import { meanMs, scrape, type Scrape } from './prometheus.ts';
 import { cpuSnapshot } from './system.ts';
-
-const repoRoot = path.resolve(import.meta.dirname, '..', '..');
-const BRANCH = 'bench';
-const GATEWAY = 'gw-bench-1';
+import { BRANCH, GATEWAY, provisionGateway, startCloudProcess, startGatewayProcess } from './cloud-process.ts';
 
 export interface StepResult extends StepDurability {
   readonly machines: number;
@@ -70,22 +63,6 @@ export interface E2eResult {
   readonly pids: Record<string, number>;
 }
 
-function jsonLine(line: string): Record<string, unknown> | undefined {
-  try {
-    return JSON.parse(line) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-}
-
-async function waitForLog(proc: ServiceProcess, message: string, timeoutMs: number): Promise<Record<string, unknown>> {
-  const escaped = message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const match = await proc.waitForLine(new RegExp(`"msg":"${escaped}"`), timeoutMs);
-  const parsed = jsonLine(match.input);
-  if (!parsed) throw new Error(`${proc.name}: unreadable log line ${match.input}`);
-  return parsed;
-}
-
 export async function runEndToEnd(options: E2eOptions): Promise<E2eResult> {
   const log = options.log ?? (() => {});
   const dir = await mkdtemp(path.join(os.tmpdir(), 'nxg-bench-'));
@@ -98,74 +75,30 @@ export async function runEndToEnd(options: E2eOptions): Promise<E2eResult> {
     );
     const mongoUrl = `${mongo.url}/nxg_bench`;
 
-    // Provision the gateway and its machines in the cloud's database, as `npm run hub` would.
-    const connection = await mongoose.createConnection(mongoUrl, { serverSelectionTimeoutMS: 10_000 }).asPromise();
-    const store = createIdentityStore(connection);
-    const gateway = await addGateway({ store }, { id: GATEWAY, branch: BRANCH });
-    const machines: FleetMachine[] = [];
-    for (let i = 0; i < options.machines; i++) {
-      const id = machineIdAt(i);
-      const issued = await addMachine({ store }, { id, branch: BRANCH, gateway: GATEWAY });
-      machines.push({ id, secret: issued.secret, type: typeAt(i) });
-    }
-    const machinesFile = path.join(dir, 'machines.json');
-    await writeFile(machinesFile, JSON.stringify(await gatewayMachines({ store }, GATEWAY)));
-    await connection.close();
+    const provisioned = await provisionGateway(mongoUrl, dir, options.machines);
+    const { machines } = provisioned;
     log(`provisioned ${GATEWAY} and ${machines.length} machines`);
 
-    const quiet = { LOG_LEVEL: 'info', LOG_FORMAT: 'json' };
-    const cloud = await spawnService({
-      name: 'cloud',
-      command: process.execPath,
-      args: [path.join(repoRoot, 'cloud/src/main.ts')],
-      cwd: repoRoot,
-      env: {
-        ...process.env,
-        ...quiet,
-        MONGO_URL: mongoUrl,
-        REDIS_URL: redis.url,
-        REDIS_KEY_PREFIX: 'bench:',
-        HTTP_PORT: '0',
-        MQTT_TCP_PORT: '0',
-        MQTT_TLS_PORT: '0',
-        MQTT_DATA_DIR: path.join(dir, 'mqtt'),
-        // Everything the cloud would write under ./data goes to this run's temporary directory.
-        AUTH_DEV_KEY_DIR: path.join(dir, 'keys'),
-        DEV_KEYS_FILE: path.join(dir, 'dev-keys.json'),
-        MAIL_DIR: path.join(dir, 'mail'),
-      },
-    });
-    cleanups.push(() => cloud.stop());
-    const listening = await waitForLog(cloud, 'mqtt broker listening', 60_000);
-    const tlsUrl = String(listening.tls);
-    const caFile = String(listening.caFile);
-    const api = await waitForLog(cloud, 'cloud API listening', 60_000);
-    const cloudMetrics = `${String(api.url).replace(/\/+$/, '')}/metrics`;
+    const {
+      proc: cloud,
+      tlsUrl,
+      caFile,
+      metricsUrl: cloudMetrics,
+    } = await startCloudProcess(dir, mongoUrl, redis.url, (proc) => cleanups.push(() => proc.stop()));
     log(`cloud ready (pid ${cloud.pid}), gateways at ${tlsUrl}`);
 
-    const gatewayProc = await spawnService({
-      name: 'gateway',
-      command: process.execPath,
-      args: [path.join(repoRoot, 'edge-gateway/src/main.ts')],
-      cwd: repoRoot,
-      env: {
-        ...process.env,
-        ...quiet,
-        GATEWAY_MACHINES_FILE: machinesFile,
-        GATEWAY_SECRET: gateway.secret,
-        GATEWAY_DATA_DIR: path.join(dir, 'gateway'),
-        GATEWAY_MQTT_PORT: '0',
-        GATEWAY_HEALTH_PORT: '0',
-        // The bench drives machines far past FTMS rates (up to 64 Hz) on purpose: no per-machine cap here.
-        GATEWAY_TELEMETRY_MAX_HZ: '100000',
-        GATEWAY_UPLINK_URL: tlsUrl,
-        GATEWAY_UPLINK_CA_FILE: caFile,
-      },
-    });
-    cleanups.push(() => gatewayProc.stop());
-    const ready = await waitForLog(gatewayProc, 'gateway ready', 60_000);
-    const machineUrl = String(ready.mqtt);
-    const gatewayMetrics = String(ready.health).replace(/\/health$/, '/metrics');
+    const {
+      proc: gatewayProc,
+      mqttUrl: machineUrl,
+      metricsUrl: gatewayMetrics,
+    } = await startGatewayProcess(
+      dir,
+      provisioned,
+      { url: tlsUrl, caFile },
+      // The bench drives machines far past FTMS rates (up to 64 Hz) on purpose: no per-machine cap here.
+      { GATEWAY_TELEMETRY_MAX_HZ: '100000' },
+      (proc) => cleanups.push(() => proc.stop()),
+    );
     const scrapeBoth = async (): Promise<[Scrape, Scrape]> =>
       Promise.all([scrape(cloudMetrics), scrape(gatewayMetrics)]);
     log(`gateway ready (pid ${gatewayProc.pid}), machines at ${machineUrl}`);

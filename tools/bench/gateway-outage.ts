@@ -13,24 +13,17 @@
  * acknowledged and none missing (both stores are keyed by msgId / (bootId, seq), so a duplicate cannot be a second
  * document — a resent one is answered as a duplicate by ingest).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
-import mongoose from 'mongoose';
-import { addGateway, addMachine, gatewayMachines } from '../../cloud/src/broker/provisioning.ts';
-import { createIdentityStore } from '../../cloud/src/broker/identities.ts';
 import { RECORD_COLLECTIONS, TELEMETRY_COLLECTION } from '../../cloud/src/ingest/store.ts';
 import { startTcpProxy } from '../../edge-gateway/src/testing/tcp-proxy.ts';
-import { startFleet, type FleetMachine } from '../../simulators/src/fleet.ts';
-import { machineIdAt, typeAt } from '../../simulators/src/machines/index.ts';
-import { startMongo, startRedis, spawnService, type ServiceProcess } from '../../tools/services/index.ts';
+import { startFleet } from '../../simulators/src/fleet.ts';
+import { startMongo, startRedis } from '../../tools/services/index.ts';
 import { meanMs, scrape } from './prometheus.ts';
 import { cpuSnapshot } from './system.ts';
-
-const repoRoot = path.resolve(import.meta.dirname, '..', '..');
-const BRANCH = 'bench';
-const GATEWAY = 'gw-bench-1';
+import { BRANCH, GATEWAY, provisionGateway, startCloudProcess, startGatewayProcess } from './cloud-process.ts';
 
 export interface OutageOptions {
   readonly machines: number;
@@ -101,22 +94,6 @@ interface Health {
   };
 }
 
-function jsonLine(line: string): Record<string, unknown> | undefined {
-  try {
-    return JSON.parse(line) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-}
-
-async function waitForLog(proc: ServiceProcess, message: string, timeoutMs: number): Promise<Record<string, unknown>> {
-  const escaped = message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const match = await proc.waitForLine(new RegExp(`"msg":"${escaped}"`), timeoutMs);
-  const parsed = jsonLine(match.input);
-  if (!parsed) throw new Error(`${proc.name}: unreadable log line ${match.input}`);
-  return parsed;
-}
-
 /** A counter's value summed over its label sets. */
 async function counter(url: string, name: string): Promise<number> {
   const text = await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
@@ -176,79 +153,36 @@ export async function runOutage(options: OutageOptions): Promise<OutageResult> {
       () => redis.stop(),
     );
     const mongoUrl = `${mongo.url}/nxg_bench_gateway`;
-    const connection = await mongoose.createConnection(mongoUrl, { serverSelectionTimeoutMS: 10_000 }).asPromise();
-    const store = createIdentityStore(connection);
-    const gateway = await addGateway({ store }, { id: GATEWAY, branch: BRANCH });
-    const machines: FleetMachine[] = [];
-    for (let i = 0; i < options.machines; i++) {
-      const id = machineIdAt(i);
-      const issued = await addMachine({ store }, { id, branch: BRANCH, gateway: GATEWAY });
-      machines.push({ id, secret: issued.secret, type: typeAt(i) });
-    }
-    const machinesFile = path.join(dir, 'machines.json');
-    await writeFile(machinesFile, JSON.stringify(await gatewayMachines({ store }, GATEWAY)));
-    await connection.close();
+    const provisioned = await provisionGateway(mongoUrl, dir, options.machines);
+    const { machines } = provisioned;
     log(`provisioned ${GATEWAY} and ${machines.length} machines`);
 
-    const quiet = { LOG_LEVEL: 'info', LOG_FORMAT: 'json' };
-    const cloud = await spawnService({
-      name: 'cloud',
-      command: process.execPath,
-      args: [path.join(repoRoot, 'cloud/src/main.ts')],
-      cwd: repoRoot,
-      env: {
-        ...process.env,
-        ...quiet,
-        MONGO_URL: mongoUrl,
-        REDIS_URL: redis.url,
-        REDIS_KEY_PREFIX: 'bench:',
-        HTTP_PORT: '0',
-        MQTT_TCP_PORT: '0',
-        MQTT_TLS_PORT: '0',
-        MQTT_DATA_DIR: path.join(dir, 'mqtt'),
-        AUTH_DEV_KEY_DIR: path.join(dir, 'keys'),
-        DEV_KEYS_FILE: path.join(dir, 'dev-keys.json'),
-        MAIL_DIR: path.join(dir, 'mail'),
-      },
-    });
-    cleanups.push(() => cloud.stop());
-    const listening = await waitForLog(cloud, 'mqtt broker listening', 60_000);
-    const tlsUrl = new URL(String(listening.tls));
-    const caFile = String(listening.caFile);
-    // Up means the whole cloud started (ingest included), not only its broker.
-    const api = await waitForLog(cloud, 'cloud API listening', 60_000);
-    const cloudMetricsUrl = `${String(api.url).replace(/\/+$/, '')}/metrics`;
+    const cloudProcess = await startCloudProcess(dir, mongoUrl, redis.url, (proc) => cleanups.push(() => proc.stop()));
+    const { proc: cloud, caFile, metricsUrl: cloudMetricsUrl } = cloudProcess;
+    const tlsUrl = new URL(cloudProcess.tlsUrl);
     log(`cloud ready (pid ${cloud.pid}), gateways at ${tlsUrl.href}`);
 
     const proxy = await startTcpProxy(Number(tlsUrl.port), tlsUrl.hostname);
     cleanups.push(() => proxy.close());
     const uplinkUrl = `mqtts://${tlsUrl.hostname}:${proxy.port}`;
-    const gatewayProc = await spawnService({
-      name: 'gateway',
-      command: process.execPath,
-      args: [path.join(repoRoot, 'edge-gateway/src/main.ts')],
-      cwd: repoRoot,
-      env: {
-        ...process.env,
-        ...quiet,
-        GATEWAY_MACHINES_FILE: machinesFile,
-        GATEWAY_SECRET: gateway.secret,
-        GATEWAY_DATA_DIR: path.join(dir, 'gateway'),
-        GATEWAY_MQTT_PORT: '0',
-        GATEWAY_HEALTH_PORT: '0',
-        GATEWAY_UPLINK_URL: uplinkUrl,
-        GATEWAY_UPLINK_CA_FILE: caFile,
+    const {
+      proc: gatewayProc,
+      mqttUrl,
+      healthUrl,
+      metricsUrl,
+    } = await startGatewayProcess(
+      dir,
+      provisioned,
+      { url: uplinkUrl, caFile },
+      {
         // Reconnect within 2 s of the restore (the default backoff ceiling is 30 s); reported separately.
         GATEWAY_UPLINK_RECONNECT_MAX_MS: '2000',
         GATEWAY_STATE_INTERVAL_MS: '5000',
         ...(options.drainMaxPerS === undefined ? {} : { GATEWAY_UPLINK_DRAIN_MAX_PER_S: String(options.drainMaxPerS) }),
       },
-    });
-    cleanups.push(() => gatewayProc.stop());
-    const ready = await waitForLog(gatewayProc, 'gateway ready', 60_000);
-    const healthUrl = String(ready.health);
-    const metricsUrl = healthUrl.replace(/\/health$/, '/metrics');
-    log(`gateway ready (pid ${gatewayProc.pid}), machines at ${String(ready.mqtt)}, uplink through ${uplinkUrl}`);
+      (proc) => cleanups.push(() => proc.stop()),
+    );
+    log(`gateway ready (pid ${gatewayProc.pid}), machines at ${mqttUrl}, uplink through ${uplinkUrl}`);
 
     const client = new MongoClient(mongoUrl, { serverSelectionTimeoutMS: 10_000 });
     await client.connect();
@@ -260,7 +194,7 @@ export async function runOutage(options: OutageOptions): Promise<OutageResult> {
       published += 1;
     };
     const fleet = startFleet({
-      url: String(ready.mqtt),
+      url: mqttUrl,
       branch: BRANCH,
       machines,
       rate: options.rateHz,

@@ -12,27 +12,14 @@
  * Prints progress while running and the result tables; appends them to docs/benchmarks.md (section "Edge gateway")
  * with the date, the command and the machine.
  */
-import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Command, InvalidArgumentError } from '@commander-js/extra-typings';
-import * as prettier from 'prettier';
+import { Command } from '@commander-js/extra-typings';
 import { runOutage, type OutageResult } from './gateway-outage.ts';
 import { measureQueueWrites, type QueueWriteResult } from './gateway-queue.ts';
 import { markdownTable, terminalTable } from './ingest-report.ts';
 import { machineInfo } from './system.ts';
-
-const repoRoot = path.resolve(import.meta.dirname, '..', '..');
-const DEFAULT_DOC = path.join(repoRoot, 'docs', 'benchmarks.md');
-
-function inRange(min: number, max: number) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`a number from ${min} to ${max}`);
-    return n;
-  };
-}
+import { BENCHMARKS_DOC, appendToSection, inRange } from './cli.ts';
 
 const program = new Command()
   .name('bench:gateway')
@@ -47,7 +34,7 @@ const program = new Command()
   .option('--warm-s <s>', 'load with the link up before the outage', inRange(0, 600), 10)
   .option('--drain-timeout-s <s>', 'longest wait for the backlog to empty', inRange(10, 3_600), 300)
   .option('--drain-max-per-s <n>', 'GATEWAY_UPLINK_DRAIN_MAX_PER_S for the gateway (default: its own)', inRange(0, 1e6))
-  .option('--doc <file>', 'where the results are appended', DEFAULT_DOC)
+  .option('--doc <file>', 'where the results are appended', BENCHMARKS_DOC)
   .option('--no-write', 'do not append the results');
 
 const QUEUE_HEAD = [
@@ -161,14 +148,7 @@ acknowledged msgId is then looked up in MongoDB. The gateway reconnects with a b
 (production default 30 s). Each run below is appended by the bench.`;
 
 async function appendToDoc(file: string, run: string): Promise<void> {
-  let doc = existsSync(file) ? await readFile(file, 'utf8') : '# Benchmarks\n';
-  if (!doc.includes(`\n${SECTION}\n`)) doc = `${doc.trimEnd()}\n\n${SECTION_INTRO}\n`;
-  const at = doc.indexOf(`\n${SECTION}\n`) + 1;
-  const next = doc.indexOf('\n## ', at + SECTION.length);
-  const end = next === -1 ? doc.length : next + 1;
-  const text = `${doc.slice(0, end).trimEnd()}\n\n${run.trim()}\n${end < doc.length ? `\n${doc.slice(end)}` : ''}`;
-  const options = (await prettier.resolveConfig(file)) ?? {};
-  await writeFile(file, await prettier.format(text, { ...options, filepath: file }));
+  await appendToSection(file, SECTION, SECTION_INTRO, run);
 }
 
 async function main(): Promise<void> {

@@ -2,13 +2,11 @@
  * The ingest benchmark's report: result tables (terminal and markdown), the summary (knee, limiting part, ratios to
  * the baselines) and the docs/benchmarks.md section the runs are appended to.
  */
-import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
 import Table from 'cli-table3';
-import * as prettier from 'prettier';
 import type { StepResult } from './e2e.ts';
 import type { FanInResult } from './fan-in.ts';
 import type { CeilingResult } from './mongo-ceiling.ts';
+import { appendToSection } from './cli.ts';
 
 export interface Baselines {
   records?: CeilingResult;
@@ -208,17 +206,5 @@ ceiling, p99 ≤ 50 ms at half the knee. Each run below is appended by the bench
 
 /** Adds a run at the end of this bench's section of docs/benchmarks.md (created when missing). */
 export async function appendToDoc(file: string, run: string): Promise<void> {
-  let doc = existsSync(file)
-    ? await readFile(file, 'utf8')
-    : '# Benchmarks\n\nEach section belongs to one benchmark; each run is appended by it with the command, the date and the machine.\n';
-  if (!doc.includes(`\n${SECTION}\n`)) doc = `${doc.trimEnd()}\n\n${SECTION_INTRO}\n`;
-  const at = doc.indexOf(`\n${SECTION}\n`) + 1;
-  const next = doc.indexOf('\n## ', at + SECTION.length);
-  const end = next === -1 ? doc.length : next + 1;
-  const before = doc.slice(0, end).trimEnd();
-  const after = doc.slice(end);
-  const text = `${before}\n\n${run.trim()}\n${after ? `\n${after}` : ''}`;
-  // Formatted as \`npm run format:check\` expects (tables aligned).
-  const options = (await prettier.resolveConfig(file)) ?? {};
-  await writeFile(file, await prettier.format(text, { ...options, filepath: file }));
+  await appendToSection(file, SECTION, SECTION_INTRO, run);
 }

@@ -14,7 +14,7 @@
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Command, InvalidArgumentError } from '@commander-js/extra-typings';
+import { Command } from '@commander-js/extra-typings';
 import cliProgress from 'cli-progress';
 import { spawnService, startMongo, startMosquitto } from '../services/index.ts';
 import { runEndToEnd, type StepResult } from './e2e.ts';
@@ -34,17 +34,7 @@ import {
 } from './ingest-report.ts';
 import { recordInsertCeiling, samplePayloads, telemetryWriteCeiling } from './mongo-ceiling.ts';
 import { cpuTimeMs, machineInfo, pin } from './system.ts';
-
-const repoRoot = path.resolve(import.meta.dirname, '..', '..');
-const DEFAULT_DOC = path.join(repoRoot, 'docs', 'benchmarks.md');
-
-function inRange(min: number, max: number) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`a number from ${min} to ${max}`);
-    return n;
-  };
-}
+import { BENCHMARKS_DOC, inRange, repoRoot } from './cli.ts';
 
 const program = new Command()
   .name('bench:ingest')
@@ -55,7 +45,7 @@ const program = new Command()
   .option('--machines <n>', 'simulated machines in the end-to-end run', inRange(1, 10_000), 100)
   .option('--rates <list>', 'telemetry Hz per machine, one step each', '0.5,1,2,4,8,16,32,64')
   .option('--publishers <n>', 'publishers in the fan-in baseline', inRange(1, 100), 10)
-  .option('--doc <file>', 'where the results are appended', DEFAULT_DOC)
+  .option('--doc <file>', 'where the results are appended', BENCHMARKS_DOC)
   .option('--no-write', 'do not append the results');
 
 const bars = new cliProgress.MultiBar(

@@ -2,9 +2,7 @@
  * bench:live's figures and report: percentiles of latency samples and the run appended to docs/benchmarks.md under
  * its own section (created when missing), formatted as `npm run format:check` expects.
  */
-import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
-import * as prettier from 'prettier';
+import { appendToSection } from './cli.ts';
 
 export interface Latency {
   count: number;
@@ -41,14 +39,5 @@ the same message rate out to as many TCP subscribers, one topic each. Targets (i
 (the PRD asks < 1 s), availability p99 < 200 ms. Everything shares the machine's cores.`;
 
 export async function appendToDoc(file: string, run: string): Promise<void> {
-  let doc = existsSync(file) ? await readFile(file, 'utf8') : '# Benchmarks\n';
-  if (!doc.includes(`\n${SECTION}\n`)) doc = `${doc.trimEnd()}\n\n${SECTION_INTRO}\n`;
-  const at = doc.indexOf(`\n${SECTION}\n`) + 1;
-  const next = doc.indexOf('\n## ', at + SECTION.length);
-  const end = next === -1 ? doc.length : next + 1;
-  const before = doc.slice(0, end).trimEnd();
-  const after = doc.slice(end);
-  const text = `${before}\n\n${run.trim()}\n${after ? `\n${after}` : ''}`;
-  const options = (await prettier.resolveConfig(file)) ?? {};
-  await writeFile(file, await prettier.format(text, { ...options, filepath: file }));
+  await appendToSection(file, SECTION, SECTION_INTRO, run);
 }

@@ -27,10 +27,11 @@ import {
 import { createIdentityStore } from '../../cloud/src/broker/identities.ts';
 import { addGateway, addMachine } from '../../cloud/src/broker/provisioning.ts';
 import { WEEKDAYS } from '../../cloud/src/branches/hours.ts';
-import { findFreePort, spawnService, startMongo, startRedis, type ServiceProcess } from '../services/index.ts';
+import { findFreePort, spawnService, startMongo, startRedis } from '../services/index.ts';
 import { appendToDoc, fmtMs, latencyOf, type Latency } from './live-report.ts';
 import { markdownTable, terminalTable } from './ingest-report.ts';
 import { cpuTimeMs, machineInfo } from './system.ts';
+import { startCloudOnPort } from './cloud-process.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -212,34 +213,17 @@ async function main() {
     LOG_LEVEL: 'warn',
   };
   say('starting the cloud');
-  const cloud: ServiceProcess = await spawnService({
-    name: 'cloud',
-    command: process.execPath,
-    args: [path.join(root, 'cloud/src/main.ts')],
-    cwd: root,
-    env: {
-      ...process.env,
-      ...cloudEnv,
-      MONGO_URL: `${mongo.url}/${dbName}`,
-      REDIS_URL: redis.url,
-      REDIS_KEY_PREFIX: 'bench-live:',
-      HTTP_PORT: String(httpPort),
-      MQTT_TCP_PORT: String(mqttPort),
-      MQTT_TLS_PORT: '0',
-      MQTT_DATA_DIR: path.join(tmp, 'mqtt'),
-      AUTH_DEV_KEY_DIR: path.join(tmp, 'keys'),
-      DEV_KEYS_FILE: path.join(tmp, 'dev-keys.json'),
-      MAIL_DIR: path.join(tmp, 'mail'),
-      SHUTDOWN_GRACE_MS: '2000',
+  const { proc: cloud, url: cloudUrl } = await startCloudOnPort(
+    {
+      dir: tmp,
+      mongoUrl: `${mongo.url}/${dbName}`,
+      redisUrl: redis.url,
+      keyPrefix: 'bench-live:',
+      httpPort,
+      mqttTcpPort: mqttPort,
+      env: { ...cloudEnv, DEV_KEYS_FILE: path.join(tmp, 'dev-keys.json') },
     },
-    parentDeathSignal: 'SIGTERM',
-  });
-  stops.push(() => cloud.stop(5000));
-  const cloudUrl = `http://127.0.0.1:${httpPort}`;
-  await cloud.waitUntil(
-    async () => (await fetch(`${cloudUrl}/health`).catch(() => undefined))?.status === 200,
-    60_000,
-    200,
+    (proc) => stops.push(() => proc.stop(5000)),
   );
 
   const db = await mongoose.createConnection(`${mongo.url}/${dbName}`).asPromise();

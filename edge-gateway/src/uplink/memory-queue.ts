@@ -20,6 +20,7 @@ import {
   type QueueStats,
   type QueuedRecord,
   type UplinkQueue,
+  checkRefusedSource,
 } from './queue.ts';
 
 export interface MemoryQueueOptions {
@@ -75,13 +76,7 @@ export class MemoryQueue implements UplinkQueue {
     if (already !== undefined) return already;
     const lane = RECORD_KIND_LANE[record.kind];
     const source = record.payload.source;
-    if (lane === 'records') {
-      const waitingFor = this.refusedSources.get(source);
-      if (waitingFor !== undefined && waitingFor !== msgId) {
-        throw new QueueFullError(lane, `${source}: its earlier record ${waitingFor} was refused; resend it first`);
-      }
-      this.refusedSources.delete(source);
-    }
+    checkRefusedSource(this.refusedSources, lane, source, msgId);
     const { json, bytes } = serialiseRecord(record);
     try {
       this.makeRoom(lane, bytes);

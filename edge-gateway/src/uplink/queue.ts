@@ -115,3 +115,21 @@ export function serialiseRecord(record: UplinkRecord): { json: string; bytes: nu
   const json = JSON.stringify(record);
   return { json, bytes: Buffer.byteLength(json, 'utf8') };
 }
+
+/**
+ * Per-machine order in the records lane: once a machine's record was refused (queue full), its later records are
+ * refused until it resends that one; the resend, or a record of a machine with none refused, clears the mark.
+ */
+export function checkRefusedSource(
+  refusedSources: Map<SourceId, MsgId>,
+  lane: Lane,
+  source: SourceId,
+  msgId: MsgId,
+): void {
+  if (lane !== 'records') return;
+  const waitingFor = refusedSources.get(source);
+  if (waitingFor !== undefined && waitingFor !== msgId) {
+    throw new QueueFullError(lane, `${source}: its earlier record ${waitingFor} was refused; resend it first`);
+  }
+  refusedSources.delete(source);
+}

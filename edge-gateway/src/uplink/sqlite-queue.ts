@@ -39,6 +39,7 @@ import {
   type QueueStats,
   type QueuedRecord,
   type UplinkQueue,
+  checkRefusedSource,
 } from './queue.ts';
 
 /** Why the queue refuses new records. */
@@ -277,13 +278,7 @@ export class SqliteQueue implements UplinkQueue {
       if (stored !== undefined && !this.toEvict.has(stored.seq)) return Promise.resolve(stored.seq);
       const lane = RECORD_KIND_LANE[record.kind];
       const source = record.payload.source;
-      if (lane === 'records') {
-        const waitingFor = this.refusedSources.get(source);
-        if (waitingFor !== undefined && waitingFor !== msgId) {
-          throw new QueueFullError(lane, `${source}: its earlier record ${waitingFor} was refused; resend it first`);
-        }
-        this.refusedSources.delete(source);
-      }
+      checkRefusedSource(this.refusedSources, lane, source, msgId);
       const { json, bytes } = serialiseRecord(record);
       try {
         this.makeRoom(lane, bytes);

@@ -8,8 +8,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { findFreePort, spawnService, startMongo, startRedis, type ServiceProcess } from '../../services/index.ts';
+import { findFreePort, spawnService, startMongo, startRedis } from '../../services/index.ts';
 import { pin } from '../system.ts';
+import { startCloudOnPort } from '../cloud-process.ts';
 
 const root = path.resolve(import.meta.dirname, '../../..');
 
@@ -52,33 +53,16 @@ export async function startStack(log: (message: string) => void, { pinCores = fa
     const port = await findFreePort();
     const cloudEnv = { ...BENCH_CLOUD_ENV };
     log('starting the cloud');
-    const cloud: ServiceProcess = await spawnService({
-      name: 'cloud',
-      command: process.execPath,
-      args: [path.join(root, 'cloud/src/main.ts')],
-      cwd: root,
-      env: {
-        ...process.env,
-        ...cloudEnv,
-        MONGO_URL: `${mongo.url}/nxg_bench_api`,
-        REDIS_URL: redis.url,
-        REDIS_KEY_PREFIX: 'bench-api:',
-        HTTP_PORT: String(port),
-        MQTT_TCP_PORT: '0',
-        MQTT_TLS_PORT: '0',
-        MQTT_DATA_DIR: path.join(tmp, 'mqtt'),
-        AUTH_DEV_KEY_DIR: path.join(tmp, 'keys'),
-        MAIL_DIR: path.join(tmp, 'mail'),
-        SHUTDOWN_GRACE_MS: '2000',
+    const { proc: cloud, url: cloudUrl } = await startCloudOnPort(
+      {
+        dir: tmp,
+        mongoUrl: `${mongo.url}/nxg_bench_api`,
+        redisUrl: redis.url,
+        keyPrefix: 'bench-api:',
+        httpPort: port,
+        env: cloudEnv,
       },
-      parentDeathSignal: 'SIGTERM',
-    });
-    stops.push(() => cloud.stop(5000));
-    const cloudUrl = `http://127.0.0.1:${port}`;
-    await cloud.waitUntil(
-      async () => (await fetch(`${cloudUrl}/health`).catch(() => undefined))?.status === 200,
-      60_000,
-      200,
+      (proc) => stops.push(() => proc.stop(5000)),
     );
 
     const bare = await spawnService({
