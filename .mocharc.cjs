@@ -6,5 +6,7 @@ module.exports = {
   require: ['test/helpers/root-hooks.ts'],
   timeout: 20000,
   slow: 1000,
-  exit: false,
+  // Exit once the run is over: a handle left open by a test (seen in 2026-11-26's suite, not yet found: it kept the
+  // finished run alive indefinitely) must not hang CI until its time limit. Tests still close what they open.
+  exit: true,
 };
