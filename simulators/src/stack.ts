@@ -19,7 +19,7 @@ import { createIdentityStore } from '../../cloud/src/broker/identities.ts';
 import { addGateway, addMachine, gatewayMachines } from '../../cloud/src/broker/provisioning.ts';
 import {
   findFreePort,
-  spawnService,
+  spawnNode,
   startServices,
   type ServiceProcess,
   type Services,
@@ -69,23 +69,6 @@ export function hubFromFile(file: HubFile): Hub {
     apiUrl: file.apiUrl,
     stop: () => Promise.resolve(),
   };
-}
-
-/** Our Node processes with a clean environment, their output kept for error messages (not printed). */
-function spawnNode(name: string, args: string[], env: Record<string, string>): Promise<ServiceProcess> {
-  const coverage = process.env.NODE_V8_COVERAGE;
-  return spawnService({
-    name,
-    command: process.execPath,
-    args,
-    cwd: repoRoot,
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '/tmp',
-      ...(coverage ? { NODE_V8_COVERAGE: coverage } : {}),
-      ...env,
-    },
-  });
 }
 
 /** A hub of the run's own: databases (unless given) and the cloud on free ports, data under `dir`. */

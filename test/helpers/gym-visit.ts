@@ -7,7 +7,8 @@ import { chmod, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { asBranchId, asMachineId, newBootId, newMsgId, topics } from '../../protocol/index.ts';
-import { scrapeMetric, spawnNode, type CloudProcess, type GatewayHealth } from './spine.ts';
+import { spawnNode } from '../../tools/services/index.ts';
+import { scrapeMetric, type CloudProcess, type GatewayHealth } from './spine.ts';
 import type { ServiceProcess } from '../../tools/services/index.ts';
 
 export interface ApiAnswer<T = Record<string, unknown>> {

@@ -12,7 +12,7 @@ import type { Connection } from 'mongoose';
 import { newBootId, newMsgId, topics, asBranchId, asMachineId } from '../../protocol/index.ts';
 import { createIdentityStore } from '../../cloud/src/broker/identities.ts';
 import { addGateway, addMachine, addObserver, gatewayMachines } from '../../cloud/src/broker/provisioning.ts';
-import { findFreePort, spawnService, type ServiceProcess } from '../../tools/services/index.ts';
+import { findFreePort, spawnNode, type ServiceProcess } from '../../tools/services/index.ts';
 
 export const repoRoot = path.resolve(import.meta.dirname, '../..');
 
@@ -80,27 +80,6 @@ export async function provisionBranch(
     observer: { id: observer.identity.id, secret: observer.secret },
     extraGateways: extras,
   };
-}
-
-/**
- * Node processes of ours, with a clean environment (nothing of the developer's MONGO_URL & co. leaks in): their
- * output is kept (recentOutput) for failure messages, not printed. Under c8 (`npm run test:mocha`) they write their
- * coverage too, when they exit normally.
- */
-export function spawnNode(name: string, args: string[], env: Record<string, string>): Promise<ServiceProcess> {
-  const coverage = process.env.NODE_V8_COVERAGE;
-  return spawnService({
-    name,
-    command: process.execPath,
-    args,
-    cwd: repoRoot,
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '/tmp',
-      ...(coverage ? { NODE_V8_COVERAGE: coverage } : {}),
-      ...env,
-    },
-  });
 }
 
 export interface CloudProcess {

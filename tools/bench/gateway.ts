@@ -12,13 +12,12 @@
  * Prints progress while running and the result tables; appends them to docs/benchmarks.md (section "Edge gateway")
  * with the date, the command and the machine.
  */
-import os from 'node:os';
 import path from 'node:path';
 import { Command } from '@commander-js/extra-typings';
 import { runOutage, type OutageResult } from './gateway-outage.ts';
 import { measureQueueWrites, type QueueWriteResult } from './gateway-queue.ts';
 import { markdownTable, terminalTable } from './ingest-report.ts';
-import { machineInfo } from './system.ts';
+import { benchCommand, loadAverage, machineInfo, runHeader } from './system.ts';
 import { BENCHMARKS_DOC, appendToSection, inRange } from './cli.ts';
 
 const program = new Command()
@@ -157,11 +156,8 @@ async function main(): Promise<void> {
   const parts = new Set(opts.parts.split(',').map((p) => p.trim()));
   const info = machineInfo();
   const startedAt = new Date();
-  const loadBefore = os
-    .loadavg()
-    .map((n) => n.toFixed(2))
-    .join(', ');
-  const command = `npm run bench:gateway${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+  const loadBefore = loadAverage();
+  const command = benchCommand('bench:gateway');
   const say = (line: string) => process.stdout.write(`${line}\n`);
   say(
     `bench:gateway on ${info.cores} cores (${info.cpuModel}), ${info.memoryGiB} GiB, Node ${info.node}; load ${loadBefore}`,
@@ -220,11 +216,7 @@ async function main(): Promise<void> {
 
   if (opts.write) {
     const section = [
-      `### ${startedAt.toISOString().slice(0, 19)}Z`,
-      '',
-      `- command: \`${command}\``,
-      `- machine: ${info.cores} cores (\`nproc\`), ${info.cpuModel}, ${info.memoryGiB} GiB, Linux ${info.kernel}, Node ${info.node}`,
-      `- load average at start: ${loadBefore} (other work on the machine inflates every figure)`,
+      ...runHeader(startedAt, command, info, loadBefore),
       '',
       ...(queue.length > 0 ? [markdownTable(QUEUE_HEAD, queueRows(queue)), ''] : []),
       ...(outage ? [markdownTable(OUTAGE_HEAD, outageRows(outage)), ''] : []),

@@ -33,7 +33,7 @@ import {
   type CpuSplit,
 } from './ingest-report.ts';
 import { recordInsertCeiling, samplePayloads, telemetryWriteCeiling } from './mongo-ceiling.ts';
-import { cpuTimeMs, machineInfo, pin } from './system.ts';
+import { benchCommand, cpuTimeMs, loadAverage, machineInfo, pin, runHeader } from './system.ts';
 import { BENCHMARKS_DOC, inRange, repoRoot } from './cli.ts';
 
 const program = new Command()
@@ -185,11 +185,8 @@ async function main(): Promise<void> {
     .filter((n) => n > 0);
   const info = machineInfo();
   const startedAt = new Date();
-  const loadBefore = os
-    .loadavg()
-    .map((n) => n.toFixed(2))
-    .join(', ');
-  const command = `npm run bench:ingest${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+  const loadBefore = loadAverage();
+  const command = benchCommand('bench:ingest');
   process.stdout.write(
     `bench:ingest on ${info.cores} cores (${info.cpuModel}), ${info.memoryGiB} GiB, Node ${info.node}; load average ${loadBefore}\n`,
   );
@@ -239,11 +236,7 @@ async function main(): Promise<void> {
 
   if (opts.write) {
     const section = [
-      `### ${startedAt.toISOString().slice(0, 19)}Z`,
-      '',
-      `- command: \`${command}\``,
-      `- machine: ${info.cores} cores (\`nproc\`), ${info.cpuModel}, ${info.memoryGiB} GiB, Linux ${info.kernel}, Node ${info.node}`,
-      `- load average at start: ${loadBefore} (other work on the machine inflates every figure)`,
+      ...runHeader(startedAt, command, info, loadBefore),
       '',
       markdownTable(BASE_HEAD, baselineRows(baselines)),
       '',

@@ -30,7 +30,7 @@ import { WEEKDAYS } from '../../cloud/src/branches/hours.ts';
 import { findFreePort, spawnService, startMongo, startRedis } from '../services/index.ts';
 import { appendToDoc, fmtMs, latencyOf, type Latency } from './live-report.ts';
 import { markdownTable, terminalTable } from './ingest-report.ts';
-import { cpuTimeMs, machineInfo } from './system.ts';
+import { benchCommand, cpuTimeMs, machineInfo, runHeader } from './system.ts';
 import { startCloudOnPort } from './cloud-process.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -574,13 +574,9 @@ async function main() {
   process.stdout.write(`\n${terminalTable(head, rows)}\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
 
   if (opts.write) {
-    const command = `npm run bench:live${process.argv.slice(2).length ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+    const command = benchCommand('bench:live');
     const section = [
-      `### ${new Date().toISOString().slice(0, 19)}Z`,
-      '',
-      `- command: \`${command}\``,
-      `- machine: ${machine.cores} cores (\`nproc\`), ${machine.cpuModel}, ${machine.memoryGiB} GiB, Linux ${machine.kernel}, Node ${machine.node}`,
-      `- load average at start: ${loadAtStart} (other work on the machine inflates every figure)`,
+      ...runHeader(new Date(), command, machine, loadAtStart),
       `- ${opts.machines} machines × ${opts.hz} Hz in ${opts.branches} branches, ${opts.apps} app clients (${members} on their workout, ${branchWatchers} on a branch), ${opts.seconds} s measured`,
       '',
       markdownTable(head, rows),

@@ -33,6 +33,31 @@ export function machineInfo(): MachineInfo {
   };
 }
 
+/** The 1, 5 and 15 minute load averages, for the report ("1.23, 0.98, 0.75"). */
+export function loadAverage(): string {
+  return os
+    .loadavg()
+    .map((n) => n.toFixed(2))
+    .join(', ');
+}
+
+/** How this bench was run, as a person would type it: `npm run bench:x -- <arguments>`. */
+export function benchCommand(script: string): string {
+  const args = process.argv.slice(2);
+  return `npm run ${script}${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`;
+}
+
+/** The first lines of a run's section in docs/benchmarks.md: when, the command, the machine and its load. */
+export function runHeader(startedAt: Date, command: string, info: MachineInfo, loadAtStart: string): string[] {
+  return [
+    `### ${startedAt.toISOString().slice(0, 19)}Z`,
+    '',
+    `- command: \`${command}\``,
+    `- machine: ${info.cores} cores (\`nproc\`), ${info.cpuModel}, ${info.memoryGiB} GiB, Linux ${info.kernel}, Node ${info.node}`,
+    `- load average at start: ${loadAtStart} (other work on the machine inflates every figure)`,
+  ];
+}
+
 let clockTicks: number | undefined;
 
 /** Clock ticks per second of /proc/<pid>/stat (getconf CLK_TCK; 100 on Linux x86). */

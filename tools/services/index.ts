@@ -13,6 +13,7 @@ export {
   isProcessAlive,
   waitForProcessesGone,
   ServiceStartError,
+  spawnNode,
   spawnService,
   withPortRetry,
   type ExitStatus,

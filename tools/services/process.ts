@@ -365,3 +365,27 @@ export async function waitForProcessesGone(pids: readonly number[], timeoutMs: n
 export function remaining(deadline: number): number {
   return Math.max(1, deadline - Date.now());
 }
+
+/** The repository root: where our Node entry points (cloud/src/main.ts, edge-gateway/src/main.ts …) are run from. */
+const REPO_ROOT = path.resolve(import.meta.dirname, '..', '..');
+
+/**
+ * One of our Node processes (run from the repository root) with a clean environment — nothing of the caller's
+ * MONGO_URL & co. leaks in; its output is kept (recentOutput) for failure messages, not printed. Under c8
+ * (`npm run test:mocha`) it writes its coverage too, when it exits normally.
+ */
+export function spawnNode(name: string, args: string[], env: Record<string, string>): Promise<ServiceProcess> {
+  const coverage = process.env.NODE_V8_COVERAGE;
+  return spawnService({
+    name,
+    command: process.execPath,
+    args,
+    cwd: REPO_ROOT,
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      ...(coverage ? { NODE_V8_COVERAGE: coverage } : {}),
+      ...env,
+    },
+  });
+}
