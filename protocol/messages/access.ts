@@ -75,7 +75,15 @@ export const AccessScan = v.pipe(
     decidedBy: v.pipe(v.picklist(DECIDED_BY), v.description('online: the cloud decided; offline: the gateway')),
     userId: v.optional(v.pipe(UserId, v.description('The member, when the credential was recognised'))),
     sessionId: v.optional(v.pipe(SessionId, v.description('Session opened or closed (online decisions)'))),
-    reqId: v.optional(v.pipe(ReqId, v.description('The online request this decision answered'))),
+    reqId: v.optional(
+      v.pipe(
+        ReqId,
+        v.description(
+          'The online request this decision answered, or — decided offline — the one tried first (the cloud may ' +
+            'have taken that decision too late to answer: one tap, one effect)',
+        ),
+      ),
+    ),
     latencyMs: v.optional(count(60_000, 'Time from scan to decision, ms')),
   }),
   v.forward(

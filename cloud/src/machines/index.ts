@@ -219,6 +219,21 @@ export async function createMachines(deps: MachinesDeps): Promise<Machines> {
       const d = r.payload;
       if (d.decision.decision !== 'allow') continue; // a deny changed nothing at the machine
       const userId = d.decision.userId;
+      // One tap, one effect: the gateway asked the cloud first (request.reqId) and the cloud took that decision after
+      // all, answered too late. It stands; this record is not applied again. Only a link the cloud answered with an
+      // unlink (the member was linked there: a toggle) leaves the machine showing the gateway's link: undone.
+      const online = await links.decidedOnline(r.branch, d.request.reqId);
+      if (online !== undefined) {
+        log.info(
+          { machine: d.request.machine, name: d.name, online, msgId: r.msgId },
+          'offline decision of a tap decided online',
+        );
+        if (d.name === 'link' && online === 'unlinked' && userId) {
+          const current = await links.current(d.request.machine);
+          if (current?.userId !== userId) await publishUndo(r.branch, d.request.machine, userId);
+        }
+        continue;
+      }
       if (d.name === 'link') {
         if (!userId) continue;
         const result = await links.link({
@@ -275,10 +290,20 @@ export async function createMachines(deps: MachinesDeps): Promise<Machines> {
     if (failures.length > 0) throw failures[0]!;
   }
 
-  deps.gatewayRequests?.handle('link', async (request, { branch, receivedAtMs }): Promise<Decision> => {
+  // Each gateway request records its reqId with what it did, and writes nothing once its deadline passed (the gateway
+  // decides offline then): an offline decision naming that reqId is the same tap (applyOfflineDecisions).
+  deps.gatewayRequests?.handle('link', async (request, { branch, receivedAtMs, signal }): Promise<Decision> => {
     const who = await deps.credentials.resolve(request.credential, { branch, atMs: receivedAtMs });
     if (!who.ok) return deny(who.reason, who.userId);
-    const result = await links.link({ branch, machine: request.machine, userId: who.userId, via: 'gateway' });
+    const { reqId } = request;
+    const result = await links.link({
+      branch,
+      machine: request.machine,
+      userId: who.userId,
+      via: 'gateway',
+      reqId,
+      signal,
+    });
     if (!result.ok)
       return deny(result.reason === 'unknown-machine' ? 'machine-unavailable' : result.reason, who.userId);
     if (result.created) return allow(who.userId, result.sessionId);
@@ -294,20 +319,32 @@ export async function createMachines(deps: MachinesDeps): Promise<Machines> {
       userId: who.userId,
       reason: stale ? 'session-ended' : 'member',
       atMs: receivedAtMs,
+      reqId,
+      signal,
     });
+    if (signal.aborted) return deny('deadline-passed', who.userId);
     if (stale) {
-      const again = await links.link({ branch, machine: request.machine, userId: who.userId, via: 'gateway' });
+      const again = await links.link({
+        branch,
+        machine: request.machine,
+        userId: who.userId,
+        via: 'gateway',
+        reqId,
+        signal,
+      });
       if (!again.ok) return deny(again.reason === 'unknown-machine' ? 'machine-unavailable' : again.reason, who.userId);
       return allow(who.userId, again.sessionId);
     }
     return deny(MACHINE_UNLINKED, who.userId);
   });
-  deps.gatewayRequests?.handle('unlink', async (request, { receivedAtMs }): Promise<Decision> => {
+  deps.gatewayRequests?.handle('unlink', async (request, { receivedAtMs, signal }): Promise<Decision> => {
     const result = await links.unlink({
       machine: request.machine,
       ...(request.userId ? { userId: request.userId } : {}),
       reason: request.reason,
       atMs: receivedAtMs,
+      reqId: request.reqId,
+      signal,
     });
     return result.ok ? allow(result.userId, result.sessionId) : deny('not-linked');
   });

@@ -17,6 +17,11 @@
  *
  * A crash between the claim and its mirror/history is repaired by `reconcile()` (a job): mirrors rewritten from
  * the claims, claims of ended sessions released, history rows without a claim closed.
+ *
+ * One tap, one effect: a gateway's link or unlink request records its reqId with its effect (the claim's and history
+ * row's `reqId`, the history row's `endReqId`). A gateway that got no answer in time decides offline and its
+ * OfflineDecision names the same reqId (`request.reqId`); `decidedOnline` tells the machines domain that the cloud
+ * took that decision after all, and the record is not applied a second time.
  */
 import { randomUUID } from 'node:crypto';
 import type { Aedes } from 'aedes';
@@ -60,6 +65,8 @@ export interface LinkClaim {
   linkId: string;
   linkedAt: Date;
   via: LinkVia;
+  /** The gateway request (reqId) that made the link (via `gateway`). */
+  reqId?: string;
 }
 
 export interface LinkHistoryDoc {
@@ -72,6 +79,10 @@ export interface LinkHistoryDoc {
   endedAt: Date | null;
   endReason?: string;
   via: LinkVia;
+  /** The gateway request (reqId) that made the link (via `gateway`). */
+  reqId?: string;
+  /** The gateway request (reqId) that ended it: an unlink, or a link request that toggled it off. */
+  endReqId?: string;
 }
 
 /** The sessions service as links use it (C2's `sessions`). */
@@ -81,7 +92,9 @@ export interface LinkSessions {
   recordMachineUse?(sessionId: string, machineId: string): Promise<void>;
 }
 
-export type LinkDenyReason = 'not-checked-in' | 'machine-busy' | 'machine-unavailable' | 'unknown-machine';
+/** `deadline-passed`: a gateway request past its deadline (the gateway decides offline) links nothing. */
+export type LinkDenyReason =
+  'not-checked-in' | 'machine-busy' | 'machine-unavailable' | 'unknown-machine' | 'deadline-passed';
 
 export type LinkResult =
   | { ok: true; linkId: string; sessionId: string; userId: string; created: boolean }
@@ -112,8 +125,26 @@ export interface Links {
     via: LinkVia;
     /** When the link happened (an offline decision: its time at the gateway); default now. */
     atMs?: number;
+    /** The gateway request deciding it, recorded with the link. */
+    reqId?: string;
+    /** A gateway request's deadline: once aborted, no link is made (`deadline-passed`). */
+    signal?: AbortSignal;
   }): Promise<LinkResult>;
-  unlink(input: { machine: MachineId; userId?: string; reason: UnlinkReason; atMs?: number }): Promise<UnlinkResult>;
+  unlink(input: {
+    machine: MachineId;
+    userId?: string;
+    reason: UnlinkReason;
+    atMs?: number;
+    /** The gateway request deciding it, recorded on the ended history row. */
+    reqId?: string;
+    /** A gateway request's deadline: once aborted, nothing is released (`{ok: false}`). */
+    signal?: AbortSignal;
+  }): Promise<UnlinkResult>;
+  /**
+   * What the gateway request `reqId` of a branch did, if the cloud decided it: `linked` (it made a link, maybe
+   * released since) or `unlinked` (it ended one). An offline decision naming it is the same tap.
+   */
+  decidedOnline(branch: string, reqId: string): Promise<'linked' | 'unlinked' | undefined>;
   /** The machine's current link. */
   current(machine: string): Promise<LinkView | undefined>;
   /** The member's current links (usually one). */
@@ -165,6 +196,10 @@ export async function ensureLinkCollections(db: Db): Promise<void> {
   await db.collection(LINK_HISTORY_COLLECTION).createIndex({ machine: 1, startedAt: -1 }, { name: 'machine_started' });
   await db.collection(LINK_HISTORY_COLLECTION).createIndex({ userId: 1, startedAt: -1 }, { name: 'user_started' });
   await db.collection(LINKS_COLLECTION).createIndex({ userId: 1 }, { name: 'user' });
+  await db.collection(LINKS_COLLECTION).createIndex({ reqId: 1 }, { name: 'req', sparse: true });
+  // An offline decision naming the gateway request tried first finds what that request did (decidedOnline).
+  await db.collection(LINK_HISTORY_COLLECTION).createIndex({ reqId: 1 }, { name: 'req', sparse: true });
+  await db.collection(LINK_HISTORY_COLLECTION).createIndex({ endReqId: 1 }, { name: 'end_req', sparse: true });
 }
 
 /** Publishes a payload after checking it against its schema (apps and machines trust what the cloud sends). */
@@ -282,13 +317,14 @@ export function createLinks(deps: LinksDeps): Links {
     }
   }
 
-  async function release(claim: LinkClaim, reason: UnlinkReason, atMs: number): Promise<UnlinkResult> {
+  async function release(claim: LinkClaim, reason: UnlinkReason, atMs: number, reqId?: string): Promise<UnlinkResult> {
     // Conditional on the link id: of two racing releases exactly one deletes the claim and announces it.
     const deleted = await claims.findOneAndDelete({ _id: claim._id, linkId: claim.linkId });
     if (!deleted) return { ok: false };
     const endedAt = new Date(Math.max(atMs, deleted.linkedAt.getTime()));
+    const ended = { endedAt, endReason: reason, ...(reqId === undefined ? {} : { endReqId: reqId }) };
     await Promise.all([
-      history.updateOne({ _id: deleted.linkId, endedAt: null }, { $set: { endedAt, endReason: reason } }),
+      history.updateOne({ _id: deleted.linkId, endedAt: null }, { $set: ended }),
       overlays.clearLink(deleted.branch, deleted._id, deleted.linkId),
     ]);
     const view = viewOf(deleted);
@@ -310,7 +346,7 @@ export function createLinks(deps: LinksDeps): Links {
   });
 
   const links: Links = {
-    async link({ branch, machine, userId, via, atMs }) {
+    async link({ branch, machine, userId, via, atMs, reqId, signal }) {
       const now = clock.nowMs();
       const at = Math.min(atMs ?? now, now);
       const view = await machineView(branch, machine);
@@ -342,7 +378,10 @@ export function createLinks(deps: LinksDeps): Links {
         linkId: randomUUID(),
         linkedAt: new Date(at),
         via,
+        ...(reqId === undefined ? {} : { reqId }),
       };
+      // The gateway was answered `timeout` meanwhile and decides offline: its decision is the one that counts.
+      if (signal?.aborted) return { ok: false, reason: 'deadline-passed', detail: 'decided after the deadline' };
       try {
         await claims.insertOne(claim);
       } catch (err) {
@@ -364,6 +403,7 @@ export function createLinks(deps: LinksDeps): Links {
           startedAt: claim.linkedAt,
           endedAt: null,
           via,
+          ...(reqId === undefined ? {} : { reqId }),
         }),
         overlays.setLink(branch, machine, {
           userId,
@@ -382,10 +422,19 @@ export function createLinks(deps: LinksDeps): Links {
       return { ok: true, linkId: claim.linkId, sessionId: session.id, userId, created: true };
     },
 
-    async unlink({ machine, userId, reason, atMs }) {
+    async unlink({ machine, userId, reason, atMs, reqId, signal }) {
       const claim = await claims.findOne({ _id: machine });
       if (!claim || (userId !== undefined && claim.userId !== userId)) return { ok: false };
-      return track(release(claim, reason, atMs ?? clock.nowMs()));
+      if (signal?.aborted) return { ok: false };
+      return track(release(claim, reason, atMs ?? clock.nowMs(), reqId));
+    },
+
+    async decidedOnline(branch, reqId) {
+      // A link it made is held by its claim before its history row is written: both are looked at.
+      if (await claims.findOne({ branch, reqId }, { projection: { _id: 1 } })) return 'linked';
+      if (await history.findOne({ branch, reqId }, { projection: { _id: 1 } })) return 'linked';
+      if (await history.findOne({ branch, endReqId: reqId }, { projection: { _id: 1 } })) return 'unlinked';
+      return undefined;
     },
 
     async current(machine) {

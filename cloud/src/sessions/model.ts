@@ -51,7 +51,15 @@ export interface Via {
   gateway?: string;
   reader?: string;
   credentialKind?: 'nfc' | 'qr';
-  /** The access scan (msgId) an offline decision came in. */
+  /**
+   * The gateway request (reqId) an online door decision answered. A gateway that got no answer in time decides
+   * offline and names the same reqId in its access scan: that scan is the same tap, never applied a second time.
+   */
+  reqId?: string;
+  /**
+   * The access scan (msgId) an offline decision came in — or, on an online decision, the gateway's offline record of
+   * the same tap (it decided offline too, the answer being late), kept for audit.
+   */
   scanMsgId?: string;
 }
 
@@ -84,6 +92,8 @@ export interface ClaimDoc {
   _id: string;
   sessionId: string;
   branchId: string;
+  /** The gateway request of an online check-in, while its session is being written (see Via.reqId). */
+  reqId?: string;
   createdAt: Date;
 }
 
@@ -104,6 +114,7 @@ const ViaSchema = new Schema<Via>(
     gateway: String,
     reader: String,
     credentialKind: { type: String, enum: ['nfc', 'qr'] },
+    reqId: String,
     scanMsgId: String,
   },
   { _id: false },
@@ -137,16 +148,22 @@ SessionSchema.index({ branchId: 1, startedAt: -1 });
 SessionSchema.index({ status: 1, autoEndAt: 1 });
 // A retried offline check-out finds the session its scan already ended.
 SessionSchema.index({ 'endedVia.scanMsgId': 1 }, { sparse: true });
+// An offline door record naming the request its gateway tried first finds the online decision of the same tap.
+SessionSchema.index({ 'startedVia.reqId': 1 }, { sparse: true });
+SessionSchema.index({ 'endedVia.reqId': 1 }, { sparse: true });
 
 const ClaimSchema = new Schema<ClaimDoc>(
   {
     _id: { type: String, required: true },
     sessionId: { type: String, required: true },
     branchId: { type: String, required: true },
+    reqId: String,
     createdAt: { type: Date, required: true },
   },
   { collection: SESSION_COLLECTIONS.claims, versionKey: false, strict: 'throw' },
 );
+// An offline record of a tap whose online check-in is being written finds its claim (service.ts sameTapCheckIn).
+ClaimSchema.index({ reqId: 1 }, { sparse: true });
 
 const PendingCheckOutSchema = new Schema<PendingCheckOutDoc>(
   {

@@ -13,6 +13,11 @@
  *
  * Online decisions (`decidedBy: 'online'`) were applied when the cloud took them; denies change nothing. A scan's
  * session id is derived from its msgId, so a retried run finds what the first run wrote (idempotent).
+ *
+ * One tap, one effect: an offline scan names the online request its gateway tried first (`reqId`). When the cloud
+ * took that decision after all — after its deadline, answered `timeout` — the tap already took effect: nothing more
+ * is applied (`same-tap`; the scan's msgId is noted on that session). An unknown reqId (the request never reached
+ * the cloud, or was refused at its deadline) is reconciled as above.
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from '../../../tools/runtime/logger.ts';
@@ -67,7 +72,14 @@ export function createScanReconciler({
       credentialKind: scan.credential.kind,
       scanMsgId: record.msgId,
     };
-    const event = { userId, branchId: record.branch, atMs, sessionId: offlineSessionId(record.msgId), via };
+    const event = {
+      userId,
+      branchId: record.branch,
+      atMs,
+      sessionId: offlineSessionId(record.msgId),
+      via,
+      ...(scan.reqId === undefined ? {} : { onlineReqId: scan.reqId }),
+    };
     return scan.action === 'check-in' ? sessions.applyOfflineCheckIn(event) : sessions.applyOfflineCheckOut(event);
   }
 

@@ -11,6 +11,12 @@
  *
  * Ending is a conditional update (`status: 'active'` → `ended`), so of two racing check-outs (member and job, two
  * nodes) exactly one ends it and emits `onEnded`; the claim is deleted after it.
+ *
+ * One tap, one effect: a gateway's door request records its reqId with the decision (`startedVia.reqId`,
+ * `endedVia.reqId`, and on the claim while the check-in is being written). When the cloud decided it too late to
+ * answer, the gateway decided offline and its access scan names the same reqId: reconciliation finds the online
+ * decision and applies nothing more (`same-tap`). Past the request's deadline a check-in writes no session and a
+ * check-out ends none (`deadline-passed`), so most late decisions are never taken at all.
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../../../tools/runtime/clock.ts';
@@ -151,8 +157,16 @@ export interface SessionService {
   }): Promise<CheckInResult>;
   /** Ends the member's open session (any branch). */
   checkOut(input: { userId: string; via: Via; reason?: EndReason }): Promise<CheckOutResult>;
-  /** Resolves the credential (a member whose membership lapsed may still leave) and ends their session. */
-  checkOutByCredential(input: { credential: Credential; branchId: string; via: Via }): Promise<CheckOutResult>;
+  /**
+   * Resolves the credential (a member whose membership lapsed may still leave) and ends their session. With
+   * `signal`, no session is ended once it aborted (`deadline-passed`), as for a check-in.
+   */
+  checkOutByCredential(input: {
+    credential: Credential;
+    branchId: string;
+    via: Via;
+    signal?: AbortSignal;
+  }): Promise<CheckOutResult>;
   /** The member's open session, if any. */
   current(userId: string): Promise<SessionView | undefined>;
   /** One of the member's own sessions (undefined for anyone else's: no existence leak). */
@@ -180,7 +194,13 @@ export interface OfflineDoorEvent {
   atMs: number;
   /** Deterministic: a retried reconciliation of the same scan finds its own session. */
   sessionId: string;
+  /** `via.gateway` is the gateway that decided; `via.scanMsgId` its access scan. */
   via: Via;
+  /**
+   * The online request the gateway tried first (the scan's `reqId`): when the cloud took that decision after all,
+   * answered too late, this is the same tap and nothing more is applied (`same-tap`).
+   */
+  onlineReqId?: string;
 }
 
 export type OfflineOutcome =
@@ -192,6 +212,7 @@ export type OfflineOutcome =
   | 'end-corrected'
   | 'check-out-held'
   | 'same-visit'
+  | 'same-tap'
   | 'already-applied';
 
 const BATCH = 500;
@@ -199,6 +220,12 @@ const BATCH = 500;
 const PENDING_CHECK_OUT_KEEP_MS = 7 * 86_400_000;
 /** Two check-ins of a member at one branch this close together (gateway and cloud clocks included) are one visit. */
 const SAME_VISIT_MS = 30_000;
+/**
+ * How long reconciliation waits for the session of an online check-in of the same tap whose claim is written and
+ * its session not yet (then it fails, and ingest retries the scan later).
+ */
+const SAME_TAP_WAIT_MS = 3_000;
+const SAME_TAP_POLL_MS = 25;
 
 export function toView(d: SessionDoc): SessionView {
   return {
@@ -332,16 +359,25 @@ export function createSessionService(deps: SessionsDeps): SessionService {
     atMs: number,
     via: Via,
     sessionId: string = randomUUID(),
-  ): Promise<{ ok: true; session: SessionDoc } | { ok: false; reason: 'already-checked-in' }> {
+    signal?: AbortSignal,
+  ): Promise<{ ok: true; session: SessionDoc } | { ok: false; reason: 'already-checked-in' | 'deadline-passed' }> {
     const createdAt = clock.now();
+    // An online door check-in's claim names its request: an offline record of the same tap that arrives while the
+    // session is being written waits for it (sameTapCheckIn).
+    const reqId = via.reqId === undefined ? {} : { reqId: via.reqId };
     for (let attempt = 0; ; attempt++) {
       try {
-        await Claim.create({ _id: userId, sessionId, branchId, createdAt });
+        await Claim.create({ _id: userId, sessionId, branchId, ...reqId, createdAt });
         break;
       } catch (err) {
         if (!isDuplicateKey(err)) throw err;
         if (attempt > 0 || !(await clearStaleClaim(userId))) return { ok: false, reason: 'already-checked-in' };
       }
+    }
+    if (signal?.aborted) {
+      // The gateway was answered `timeout` meanwhile and decides offline: its decision is the one that counts.
+      await Claim.deleteOne({ _id: userId, sessionId });
+      return { ok: false, reason: 'deadline-passed' };
     }
     const autoEnd = autoEndOf(branch, atMs);
     const doc: SessionDoc = {
@@ -372,7 +408,7 @@ export function createSessionService(deps: SessionsDeps): SessionService {
       if (!holder) {
         // Nobody holds it (only removed): claim it again rather than refuse a valid check-in.
         try {
-          await Claim.create({ _id: userId, sessionId, branchId, createdAt: clock.now() });
+          await Claim.create({ _id: userId, sessionId, branchId, ...reqId, createdAt: clock.now() });
           return { ok: true, session: doc };
         } catch (err) {
           if (!isDuplicateKey(err)) throw err;
@@ -384,9 +420,16 @@ export function createSessionService(deps: SessionsDeps): SessionService {
     return { ok: true, session: doc };
   }
 
-  async function endOpenSession(userId: string, via: Via, reason: EndReason): Promise<CheckOutResult> {
+  async function endOpenSession(
+    userId: string,
+    via: Via,
+    reason: EndReason,
+    signal?: AbortSignal,
+  ): Promise<CheckOutResult> {
     const session = await Session.findOne({ userId, status: 'active' }).sort({ startedAt: -1 }).lean<SessionDoc>();
     if (!session) return { ok: false, reason: 'not-checked-in', userId };
+    // The gateway was answered `timeout` and decides offline: its check-out reaches the cloud as an access scan.
+    if (signal?.aborted) return { ok: false, reason: 'deadline-passed', userId };
     const ended = await finish(session, clock.nowMs(), reason, via);
     if (!ended) return { ok: false, reason: 'not-checked-in', userId };
     return { ok: true, userId, session: toView(ended) };
@@ -416,6 +459,44 @@ export function createSessionService(deps: SessionsDeps): SessionService {
     if (await finish(session, clock.nowMs(), 'superseded', { origin: 'app' })) outcome.superseded++;
   }
 
+  /**
+   * Whether the gateway request `reqId` of this gateway opened a session (online, answered too late): then an offline
+   * check-in naming it is the same tap. Its session may still be being written (claim first, then the session):
+   * waited for, a bounded time — longer, and this throws so that ingest retries the scan later. The offline scan is
+   * noted on the session for audit.
+   */
+  async function sameTapCheckIn(gateway: string, reqId: string, scanMsgId?: string): Promise<boolean> {
+    const startedMs = performance.now();
+    const online = () =>
+      Session.findOne({ 'startedVia.reqId': reqId, 'startedVia.gateway': gateway }, { _id: 1 }).lean<
+        Pick<SessionDoc, '_id'>
+      >();
+    for (;;) {
+      let found = await online();
+      if (!found) {
+        const claim = await Claim.findOne({ reqId }).lean<ClaimDoc>();
+        // A claim older than the grace period without its session is a crash's leftover: no online check-in.
+        const writing = claim && claim.createdAt.getTime() >= clock.nowMs() - deps.claimGraceMs;
+        // Read again after the claim: the session may have been written (and even ended) in between.
+        if (!writing) found = await online();
+        else if (performance.now() - startedMs > SAME_TAP_WAIT_MS) {
+          throw new Error(`the online check-in of request ${reqId} is still being written`);
+        } else {
+          await new Promise((resolve) => setTimeout(resolve, SAME_TAP_POLL_MS));
+          continue;
+        }
+      }
+      if (!found) return false;
+      if (scanMsgId) {
+        await Session.updateOne(
+          { _id: found._id, 'startedVia.scanMsgId': trusted({ $exists: false }) },
+          { $set: { 'startedVia.scanMsgId': scanMsgId } },
+        );
+      }
+      return true;
+    }
+  }
+
   /** Inserts a session document the reconciliation decided on (no claim); false when it was already there. */
   async function insertRecorded(doc: SessionDoc): Promise<boolean> {
     try {
@@ -442,7 +523,15 @@ export function createSessionService(deps: SessionsDeps): SessionService {
         return { ok: false, reason: 'credential-of-another-member' };
       }
       if (signal?.aborted) return { ok: false, reason: 'deadline-passed', userId };
-      const opened = await open(userId, branchId, branch, atMs, { ...via, credentialKind: credential.kind });
+      const opened = await open(
+        userId,
+        branchId,
+        branch,
+        atMs,
+        { ...via, credentialKind: credential.kind },
+        undefined,
+        signal,
+      );
       if (!opened.ok) return { ok: false, reason: opened.reason, userId };
       log.info({ userId, sessionId: opened.session._id, branchId, origin: via.origin }, 'checked in');
       return { ok: true, userId, session: toView(opened.session) };
@@ -452,7 +541,7 @@ export function createSessionService(deps: SessionsDeps): SessionService {
       return endOpenSession(userId, via, reason);
     },
 
-    async checkOutByCredential({ credential, branchId, via }) {
+    async checkOutByCredential({ credential, branchId, via, signal }) {
       const resolved = await credentials.resolve(credential, { branch: branchId, atMs: clock.nowMs() });
       // Leaving is never refused for a lapsed membership or a blocked card: the member is recognised, and is going.
       const userId =
@@ -460,7 +549,7 @@ export function createSessionService(deps: SessionsDeps): SessionService {
           ? resolved.userId
           : undefined;
       if (!userId) return { ok: false, reason: resolved.ok ? 'unknown-credential' : resolved.reason };
-      return endOpenSession(userId, { ...via, credentialKind: credential.kind }, 'check-out');
+      return endOpenSession(userId, { ...via, credentialKind: credential.kind }, 'check-out', signal);
     },
 
     async current(userId) {
@@ -664,8 +753,12 @@ export function createSessionService(deps: SessionsDeps): SessionService {
       return outcome;
     },
 
-    async applyOfflineCheckIn({ userId, branchId, atMs, sessionId, via }) {
+    async applyOfflineCheckIn({ userId, branchId, atMs, sessionId, via, onlineReqId }) {
       if (await Session.exists({ _id: sessionId })) return 'already-applied';
+      // The cloud took the online decision of this tap after all (answered too late): applied once, already.
+      if (onlineReqId && via.gateway && (await sameTapCheckIn(via.gateway, onlineReqId, via.scanMsgId))) {
+        return 'same-tap';
+      }
       const branch = await branches.get(branchId);
       const at = new Date(atMs);
       const autoEnd = autoEndOf(branch, atMs);
@@ -754,11 +847,28 @@ export function createSessionService(deps: SessionsDeps): SessionService {
       return inserted ? 'conflict' : 'already-applied';
     },
 
-    async applyOfflineCheckOut({ userId, branchId, atMs, sessionId, via }) {
+    async applyOfflineCheckOut({ userId, branchId, atMs, sessionId, via, onlineReqId }) {
       const at = new Date(atMs);
       // A retried run: this scan already ended (or corrected) a session, or waits for its check-in.
       if (via.scanMsgId && (await Session.exists({ 'endedVia.scanMsgId': via.scanMsgId }))) return 'already-applied';
       if (await PendingCheckOut.exists({ _id: sessionId })) return 'already-applied';
+      // The cloud ended the session on the online request of this tap (answered too late): no second check-out.
+      // Ending is one conditional write, so there is nothing in between to wait for.
+      if (onlineReqId && via.gateway) {
+        const online = await Session.findOne(
+          { 'endedVia.reqId': onlineReqId, 'endedVia.gateway': via.gateway },
+          { _id: 1 },
+        ).lean<Pick<SessionDoc, '_id'>>();
+        if (online) {
+          if (via.scanMsgId) {
+            await Session.updateOne(
+              { _id: online._id, 'endedVia.scanMsgId': trusted({ $exists: false }) },
+              { $set: { 'endedVia.scanMsgId': via.scanMsgId } },
+            );
+          }
+          return 'same-tap';
+        }
+      }
       const active = await Session.findOne({ userId, status: 'active', startedAt: trusted({ $lte: at }) })
         .sort({ startedAt: -1 })
         .lean<SessionDoc>();

@@ -16,7 +16,9 @@
  *    for a deny); at a door through the `door` listeners (log, health, GATEWAY_DOOR_COMMAND hook).
  * 5. Recorded through the durable queue: every door decision as an AccessScan (access lane, online and offline;
  *    also published as it happens on `access/{reader}/scan` while the uplink is up);
- *    every offline link/unlink as an OfflineDecision (records lane) so the cloud can apply or undo it. Online
+ *    every offline link/unlink as an OfflineDecision (records lane) so the cloud can apply or undo it. A record of
+ *    an offline decision names the online request tried first (AccessScan `reqId`, OfflineDecision `request.reqId`):
+ *    the cloud may have decided it after its deadline, and applies one tap once. Online
  *    link/unlink decisions are the cloud's own and need no record (AccessScan's action is check-in/check-out only).
  *    Credentials: AccessScan carries the credential as the protocol defines it (the UID; the QR token, which
  *    expires within 60 s and whose nonce is single-use) — the cloud needs them to reconcile; logs carry neither.
@@ -268,10 +270,14 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
     let decision: Decision;
     let decidedBy: 'online' | 'offline' = 'offline';
     let fallback: AccessOutcome['fallback'];
+    // Whether the cloud was asked: then the record names the request even when the gateway decided offline, since
+    // the cloud may have taken its decision too late to answer — it is the same tap, applied once (docs/sessions.md).
+    let asked = false;
     if (identified.kind === 'qr' && identified.replayed) {
       decision = decideOffline(action, identified, offlineContext());
       fallback = 'replayed';
     } else {
+      asked = true;
       const answer = await requester.ask(action, {
         reqId,
         ts: nowMs(),
@@ -307,7 +313,7 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
       decidedBy,
       ...(decision.userId === undefined ? {} : { userId: decision.userId }),
       ...(decision.decision === 'allow' && decision.sessionId !== undefined ? { sessionId: decision.sessionId } : {}),
-      ...(decidedBy === 'online' ? { reqId } : {}),
+      ...(asked ? { reqId } : {}),
       latencyMs: Math.min(60_000, latencyMs),
     };
     options.publishScan?.(topics.accessScan(branch, scan.reader), Buffer.from(JSON.stringify(record)));
@@ -369,6 +375,8 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
     };
     await showAtMachine(machine, outcome, reqId);
     if (decidedBy === 'offline') {
+      // The request carries the reqId the cloud was asked with (if it was): the cloud applies a link or unlink it
+      // already took online — answered too late — only once.
       const payload = { ...stamper.stamp(), name: action, request, decision } as OfflineDecision;
       await queueRecord({ kind: 'offline-decision', receivedAt: nowMs(), payload });
     }
@@ -411,6 +419,16 @@ function denyText(reason: string): string {
       return 'Machine in use';
     case 'allow-list-stale':
       return 'Cannot check right now: ask at the desk';
+    case 'not-checked-in':
+      return 'Check in at the door first';
+    case 'machine-unavailable':
+      return 'Machine unavailable';
+    case 'blocked':
+      return 'Card blocked: ask at the desk';
+    case 'outside-opening-hours':
+      return 'The gym is closed now';
+    case 'rate-limited':
+      return 'Too many scans: wait a moment';
     default:
       return 'Not recognised';
   }

@@ -312,6 +312,14 @@ describe('gateway access: signed configuration, readers, online and offline deci
       console.log(`      offline check-in after the online timeout: ${card.latencyMs} ms`);
       // The cloud's answer after the gateway decided offline: ignored (one scan, one decision) and counted.
       const asked = c.requests.find((r) => r.name === 'check-in')!;
+      // Its record names the request tried first, so the cloud applies the tap once if it decided it after all.
+      expect(card.reqId).to.equal(asked.request.reqId);
+      await eventually(() => c.liveScans.some((s) => s.reqId === asked.request.reqId), 'the offline scan record');
+      expect(c.liveScans.find((s) => s.reqId === asked.request.reqId)).to.deep.include({
+        decidedBy: 'offline',
+        decision: 'allow',
+        userId: ana,
+      });
       const decidedBefore = seen.length;
       await c.answer(site, 'check-in', asked.request.reqId, { decision: 'deny', reason: 'blocked' });
       await eventually(() => gateway.access.status().ignoredAnswers.late === 1, 'the late answer counted');
@@ -413,7 +421,10 @@ describe('gateway access: signed configuration, readers, online and offline deci
         .flatMap((b) => b.batch.records)
         .flatMap((r) => (r.ok && r.record.kind === 'offline-decision' ? [r.record.payload] : []))[0]!;
       expect(record).to.deep.include({ name: 'link', decision: { decision: 'allow', userId: bo } });
-      expect(record.request).to.deep.include({ machine: m1!.id });
+      // The request the cloud was asked first: one tap is applied once if the cloud decided it after all.
+      const tried = c.requests.at(-1)!;
+      expect(tried.name).to.equal('link');
+      expect(record.request).to.deep.include({ machine: m1!.id, reqId: tried.request.reqId });
     } finally {
       await machine.endAsync();
       await c.stop();

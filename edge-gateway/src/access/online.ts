@@ -5,7 +5,9 @@
  * answers — a decision or `timeout` — before the gateway gives up), the link down, or an `ok: false` answer: the
  * caller decides offline. Only answers on this gateway's own `…/req/{name}/res` topic with the reqId and name of a
  * waiting request count. An answer that comes after the gateway decided offline (a slow link) is ignored: one scan
- * gets one decision; it is counted (`late`) and logged.
+ * gets one decision; it is counted (`late`) and logged. The cloud may have applied that late decision (a check-in
+ * committed after its deadline): the offline decision's record names the same reqId, and the cloud applies the tap
+ * once (docs/sessions.md "One tap, one effect").
  */
 import { parsePayload, parseTopic, topics } from '../../../protocol/index.ts';
 import type {

@@ -1,0 +1,253 @@
+/**
+ * One tap at a machine, one effect: a gateway's link or unlink request that the cloud carried out after its deadline
+ * (the gateway was answered `timeout` and decided offline) is not applied a second time when the gateway's
+ * OfflineDecision of that tap — naming the same reqId — arrives later (real cloud: MQTT gateway requests, ingest,
+ * sessions, links on the MongoDB stand-in and Redis). The cloud is held past its deadline by fault injection (sinon
+ * on a step after the link's write), released by the test once the gateway has been answered.
+ */
+import { expect } from 'chai';
+import sinon from 'sinon';
+import { createManualClock } from '../../../tools/runtime/clock.ts';
+import {
+  asBranchId,
+  asGatewayId,
+  newBatchId,
+  newBootId,
+  newMsgId,
+  newReqId,
+  topics,
+  type MachineId,
+  type RequestResponse,
+  type UplinkRecord,
+} from '../../../protocol/index.ts';
+import { startTestCloud, createTestAccount, type TestAccount, type TestCloud } from '../../../test/helpers/accounts.ts';
+import { eventually } from '../../../test/helpers/eventually.ts';
+import { createIdentityStore } from '../broker/identities.ts';
+import { addGateway, addMachine } from '../broker/provisioning.ts';
+import { WEEKDAYS } from '../branches/hours.ts';
+import { T0, TestGateway } from '../ingest/testing.ts';
+import type { StoredRecord } from '../ingest/stored-hooks.ts';
+import { LINKS_COLLECTION, LINK_HISTORY_COLLECTION } from './links.ts';
+
+const GYM = 'gym-link-once';
+const branch = asBranchId(GYM);
+const GW = asGatewayId('gw-link-once');
+const BIKE = 'bike-once' as MachineId;
+const open24 = Object.fromEntries(WEEKDAYS.map((d) => [d, [{ open: '00:00', close: '24:00' }]])) as never;
+
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { open, opened };
+}
+
+describe('one tap, one effect: machine links the cloud made after its deadline', function () {
+  this.timeout(60_000);
+  const clock = createManualClock(T0 + 120_000);
+  const now = () => clock.nowMs();
+  let tc: TestCloud;
+  let gw: TestGateway;
+  let uids = 0;
+  let seq = 0;
+  const bootId = newBootId();
+
+  async function member(): Promise<TestAccount & { uid: string }> {
+    const account = await createTestAccount(tc);
+    await tc.users.services.memberships.join(account.userId, GYM);
+    const uid = (0x04e1f200 + ++uids).toString(16).padStart(8, '0');
+    await tc.access.cards.enrol({ userId: account.userId, uid, by: 'test' });
+    const opened = await tc.sessions.checkIn({
+      credential: { kind: 'nfc', uid },
+      branchId: GYM,
+      via: { origin: 'app' },
+    });
+    if (!opened.ok) throw new Error(opened.reason);
+    return { ...account, uid };
+  }
+
+  async function request(name: 'link' | 'unlink', reqId: string, body: Record<string, unknown>) {
+    const answered = new Promise<RequestResponse>((resolve) => {
+      const onMessage = (topic: string, payload: Buffer) => {
+        if (!topic.endsWith('/res')) return;
+        const r = JSON.parse(payload.toString()) as RequestResponse;
+        if (r.reqId !== reqId) return;
+        gw.client.off('message', onMessage);
+        resolve(r);
+      };
+      gw.client.on('message', onMessage);
+    });
+    await gw.client.publishAsync(
+      topics.gatewayRequest(branch, GW, name),
+      JSON.stringify({ reqId, ts: now(), ...body }),
+      { qos: 1 },
+    );
+    return answered;
+  }
+
+  /** The gateway's OfflineDecision of a tap as ingest hands it to the machines domain once stored. */
+  function offlineDecision(
+    name: 'link' | 'unlink',
+    request: Record<string, unknown>,
+    userId: string,
+  ): StoredRecord<'offline-decision'> {
+    const msgId = newMsgId();
+    return {
+      kind: 'offline-decision',
+      msgId,
+      branch,
+      gateway: GW,
+      batchId: newBatchId(),
+      ingestedAtMs: now(),
+      payload: {
+        msgId,
+        source: GW,
+        bootId,
+        seq: ++seq,
+        ts: now(),
+        v: 0,
+        name,
+        request: { ts: now(), ...request },
+        decision: { decision: 'allow', userId },
+      },
+    } as never;
+  }
+
+  const claim = () => tc.mongo.collection(LINKS_COLLECTION).findOne({ _id: BIKE });
+  const historyOf = (userId: string) =>
+    tc.mongo.collection(LINK_HISTORY_COLLECTION).find({ machine: BIKE, userId }).sort({ startedAt: 1 }).toArray();
+
+  function expectTimeout(answer: RequestResponse): void {
+    expect(answer.ok, JSON.stringify(answer)).to.equal(false);
+    if (!answer.ok) expect(answer.error.code).to.equal('timeout');
+  }
+
+  /** Holds the next call of `method` on `target` until `until` opens (a step after the write under test). */
+  function hold<T extends object>(target: T, method: keyof T & string, until: Promise<void>) {
+    const real = (target[method] as (...args: unknown[]) => Promise<unknown>).bind(target);
+    let finished!: () => void;
+    const done = new Promise<void>((resolve) => (finished = resolve));
+    const stub = sinon.stub(target, method as never).callsFake(async (...args: unknown[]) => {
+      stub.restore();
+      await until;
+      try {
+        return await real(...args);
+      } finally {
+        finished();
+      }
+    });
+    return { done };
+  }
+
+  before(async () => {
+    tc = await startTestCloud({
+      clock,
+      dbPrefix: 'linkonce',
+      env: { AUTH_ACCESS_TOKEN_TTL_S: '3600', GATEWAY_REQUEST_DEADLINE_MS: '1500' },
+    });
+    await tc.branches.create('test-admin', GYM, { name: GYM, timeZone: 'Europe/Berlin', openingHours: open24 });
+    const store = createIdentityStore(tc.mongo);
+    const { secret } = await addGateway({ store }, { id: GW, branch: GYM });
+    await addMachine({ store }, { id: BIKE, branch: GYM, gateway: GW });
+    gw = await TestGateway.connect(tc.broker.tcp.url, branch, GW, { username: GW, password: secret });
+    await gw.client.subscribeAsync({ [`nxg/v1/b/${GYM}/gw/${GW}/req/+/res`]: { qos: 1 } });
+    const env = () => ({ msgId: newMsgId(), source: BIKE, bootId, seq: ++seq, ts: now(), v: 0 });
+    await gw.send('records', {
+      batchId: newBatchId(),
+      records: [
+        {
+          kind: 'meta',
+          payload: {
+            ...env(),
+            type: 'indoor-bike',
+            manufacturer: 'Test',
+            model: 'T1',
+            firmware: '1.0.0',
+            displayName: BIKE,
+            fields: ['powerW', 'cadenceRpm'],
+          },
+        },
+        { kind: 'status', payload: { ...env(), status: 'available', since: now(), conn: 0 } },
+      ] as UplinkRecord[],
+    });
+    await eventually(
+      'the machine available',
+      async () => (await tc.ingest.live.listBranch(branch)).some((m) => m.machine === BIKE && m.status === 'available'),
+      10_000,
+      50,
+    );
+  });
+
+  afterEach(() => sinon.restore());
+
+  after(async () => {
+    await gw?.close();
+    await tc?.stop();
+  });
+
+  it('a link made after the deadline, released since: the offline decision of that tap does not link again', async () => {
+    const m = await member();
+    const credential = { kind: 'nfc', uid: m.uid };
+    const reqId = newReqId();
+    const late = gate();
+    // The link is written; what follows it stalls past the deadline: the gateway is answered `timeout`.
+    const step = hold(tc.sessions, 'recordMachineUse', late.opened);
+    expectTimeout(await request('link', reqId, { machine: BIKE, credential }));
+    late.open();
+    await step.done;
+    await eventually('the late link', async () => (await claim())?.['reqId'] === reqId, 10_000, 50);
+    // The member taps again later (the gateway knows them linked): unlinked online.
+    const unlinked = await request('unlink', newReqId(), { machine: BIKE, userId: m.userId, reason: 'member' });
+    expect(unlinked.ok && unlinked.decision.decision).to.equal('allow');
+    expect(await claim()).to.equal(null);
+
+    // The gateway's offline decision of the first tap arrives only now.
+    await tc.machines.applyOfflineDecisions([offlineDecision('link', { reqId, machine: BIKE, credential }, m.userId)]);
+    expect(await claim()).to.equal(null);
+    const rows = await historyOf(m.userId);
+    expect(rows.map((r): unknown => [r['via'], r['reqId'], r['endReason']])).to.deep.equal([
+      ['gateway', reqId, 'member'],
+    ]);
+    await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
+  });
+
+  it('an unlink made after the deadline, linked again since: the offline decision of that tap leaves the new link', async () => {
+    const m = await member();
+    const credential = { kind: 'nfc', uid: m.uid };
+    const first = await request('link', newReqId(), { machine: BIKE, credential });
+    expect(first.ok && first.decision.decision, JSON.stringify(first)).to.equal('allow');
+    const reqId = newReqId();
+    const late = gate();
+    // The release is written; what follows it (the waitlist's turn) stalls past the deadline.
+    const step = hold(tc.machines.waitlists, 'advance', late.opened);
+    expectTimeout(await request('unlink', reqId, { machine: BIKE, userId: m.userId, reason: 'member' }));
+    late.open();
+    await step.done;
+    expect(await claim()).to.equal(null);
+    // Linked again by a later tap, online.
+    const again = await request('link', newReqId(), { machine: BIKE, credential });
+    expect(again.ok && again.decision.decision, JSON.stringify(again)).to.equal('allow');
+    const linkId = (await claim())?.['linkId'] as string;
+
+    await tc.machines.applyOfflineDecisions([
+      offlineDecision('unlink', { reqId, machine: BIKE, userId: m.userId, reason: 'member' }, m.userId),
+    ]);
+    expect((await claim())?.['linkId']).to.equal(linkId);
+    const rows = await historyOf(m.userId);
+    expect(rows.map((r): unknown => [r['endReqId'] ?? null, r['endedAt'] === null])).to.deep.equal([
+      [reqId, false],
+      [null, true],
+    ]);
+    await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
+    await tc.machines.links.idle();
+  });
+
+  it('an offline link naming a request the cloud never decided is applied as before', async () => {
+    const m = await member();
+    await tc.machines.applyOfflineDecisions([
+      offlineDecision('link', { reqId: newReqId(), machine: BIKE, credential: { kind: 'nfc', uid: m.uid } }, m.userId),
+    ]);
+    expect(await claim()).to.deep.include({ userId: m.userId, via: 'offline' });
+    await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
+    await tc.machines.links.idle();
+  });
+});
