@@ -14,6 +14,7 @@ import { createAppTokens, type AppTokens } from './broker/app-tokens.ts';
 import { startCloudBroker, type CloudBroker } from './broker/broker.ts';
 import { createGatewayRequests, type GatewayRequests } from './broker/gateway-requests.ts';
 import { createIdentityStore, type IdentityStore } from './broker/identities.ts';
+import { createCachedIdentityStore, type CachedIdentityStore } from './broker/identity-cache.ts';
 import type { CloudConfig } from './config.ts';
 import { createFieldCipher } from './crypto/field-cipher.ts';
 import { loadKeyring } from './crypto/keyring.ts';
@@ -66,6 +67,8 @@ export interface RunningCloud {
   access: Access;
   /** Equipment registry, gateways (store, configuration/allow-list sync) — the whole domain assembly. */
   sites: BranchDomains;
+  /** MQTT identities (cached per node): `identities.disable(id, at)` revokes on every node. */
+  identities: CachedIdentityStore;
   /** Graceful: /health turns 503, in-flight requests finish (within the grace period), then connections close. */
   stop(): Promise<void>;
 }
@@ -99,7 +102,17 @@ export async function startCloud({
     health.add(redisHealthCheck(redis));
     // Apps' token check needs auth and the users domain, built below; the WebSocket listener opens after both.
     const late: { appTokens?: AppTokens } = {};
-    const identities = createIdentityStore(mongo);
+    // Cached for CONNECTs (and machine heartbeats); revocations through it reach every node over Redis.
+    const identities = await createCachedIdentityStore({
+      store: createIdentityStore(mongo),
+      redis,
+      redisKeyPrefix: config.redis.keyPrefix,
+      ...config.mqtt.identityCache,
+      clock,
+      log: log.child({ module: 'identity-cache' }),
+      registry: metrics.registry,
+    });
+    opened.push(() => identities.close());
     const broker = await startCloudBroker({
       config: config.mqtt,
       log: log.child({ module: 'broker' }),
@@ -307,6 +320,7 @@ export async function startCloud({
       sessions,
       machines,
       jobs,
+      identities,
     });
   } catch (err) {
     await Promise.allSettled(opened.reverse().map((close) => close()));
@@ -331,6 +345,7 @@ interface CloudParts {
   sessions: Sessions;
   machines: Machines;
   jobs: Jobs;
+  identities: CachedIdentityStore;
 }
 
 function running(config: CloudConfig, log: Logger, parts: CloudParts): RunningCloud {
@@ -354,6 +369,7 @@ function running(config: CloudConfig, log: Logger, parts: CloudParts): RunningCl
     gatewayRequests,
     sessions: parts.sessions,
     machines: parts.machines,
+    identities: parts.identities,
     stop() {
       stopping ??= (async () => {
         health.markShuttingDown();
@@ -372,7 +388,12 @@ function running(config: CloudConfig, log: Logger, parts: CloudParts): RunningCl
         await auth.close(); // mail still being sent
         await jobs.stop();
         // Queued error events are sent before the process goes (bounded: Sentry may be unreachable).
-        await Promise.allSettled([mongo.close(), closeRedis(redis), errorReporter.close(2000)]);
+        await Promise.allSettled([
+          mongo.close(),
+          closeRedis(redis),
+          parts.identities.close(),
+          errorReporter.close(2000),
+        ]);
         log.info('cloud stopped');
       })();
       return stopping;

@@ -167,5 +167,11 @@ export function loadMongoConfig(env: Readonly<Record<string, string | undefined>
   return { url: e.MONGO_URL, timeoutMs: e.MONGO_TIMEOUT_MS };
 }
 
+/** Only the Redis settings, parsed by the same rules: for tools that tell the cloud nodes of a change (`hub revoke`). */
+export function loadRedisConfig(env: Readonly<Record<string, string | undefined>>): CloudConfig['redis'] {
+  const e = parseEnv(v.pick(CloudEnv, ['REDIS_URL', 'REDIS_COMMAND_TIMEOUT_MS', 'REDIS_KEY_PREFIX']), env);
+  return { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS, keyPrefix: e.REDIS_KEY_PREFIX };
+}
+
 /** The variable names, for README's table check. */
 export const cloudEnvNames: readonly string[] = Object.keys(CloudEnv.entries);

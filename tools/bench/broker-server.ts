@@ -1,9 +1,11 @@
 /**
  * A broker for `npm run bench:broker`, in a process of its own so the bench can pin it to a core apart from the load:
  * - `aedes`: a bare Aedes (no authentication, in-memory persistence), MQTT over TCP and over WebSocket;
- * - `cloud <mongoUrl> <observers>`: our cloud broker (cloud/src/broker) with authentication and ACL on, its
- *   identities in MongoDB: 10 gateways `bench-gw-<i>` and `observers` observers `bench-obs-<i>` of branch `bench`,
- *   all with the secret in BENCH_SECRET, provisioned first with the functions of `npm run hub`.
+ * - `cloud <mongoUrl> <observers> <redisUrl>`: our cloud broker (cloud/src/broker) with authentication and ACL on,
+ *   its identities in MongoDB behind the identity cache as startCloud builds it (identity-cache.ts: its invalidation
+ *   channel on the Redis at redisUrl, MQTT_IDENTITY_CACHE_* at their defaults): 10 gateways `bench-gw-<i>` and
+ *   `observers` observers `bench-obs-<i>` of branch `bench`, all with the secret in BENCH_SECRET, provisioned first
+ *   with the functions of `npm run hub`. The cache starts empty: every identity's first CONNECT reads MongoDB.
  * Prints `ready {"tcp":port,"ws":port}`; stops on SIGTERM or when its parent's stdin pipe closes; on SIGUSR2 prints its
  * memory after a garbage collection.
  */
@@ -13,6 +15,7 @@ import os from 'node:os';
 import { mkdtemp } from 'node:fs/promises';
 import path from 'node:path';
 import { Aedes } from 'aedes';
+import { Redis } from 'ioredis';
 import mongoose from 'mongoose';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
@@ -21,11 +24,12 @@ import { WebSocketServer, createWebSocketStream } from 'ws';
 import { startCloudBroker } from '../../cloud/src/broker/broker.ts';
 import { brokerConfig, brokerEnv } from '../../cloud/src/broker/config.ts';
 import { IdentityExists, createIdentityStore } from '../../cloud/src/broker/identities.ts';
+import { createCachedIdentityStore } from '../../cloud/src/broker/identity-cache.ts';
 import { addGateway, addObserver } from '../../cloud/src/broker/provisioning.ts';
 import { systemClock } from '../runtime/clock.ts';
 import { parseEnv } from '../runtime/env-config.ts';
 
-const [mode, mongoUrl, count] = process.argv.slice(2);
+const [mode, mongoUrl, count, redisUrl] = process.argv.slice(2);
 let stop: () => Promise<void>;
 let ports: { tcp: number; ws: number };
 
@@ -50,10 +54,10 @@ if (mode === 'aedes') {
       httpServer.close();
       broker.close(() => resolve());
     });
-} else if (mode === 'cloud' && mongoUrl) {
+} else if (mode === 'cloud' && mongoUrl && redisUrl) {
   const secret = process.env.BENCH_SECRET ?? '';
   const mongo = await mongoose.createConnection(mongoUrl).asPromise();
-  const identities = createIdentityStore(mongo);
+  const store = createIdentityStore(mongo);
   const n = Number(count ?? 10);
   const ensure = async (add: () => Promise<unknown>) => {
     try {
@@ -63,9 +67,9 @@ if (mode === 'aedes') {
     }
   };
   for (let i = 0; i < 10; i++)
-    await ensure(() => addGateway({ store: identities }, { id: `bench-gw-${i}`, branch: 'bench', secret }));
+    await ensure(() => addGateway({ store }, { id: `bench-gw-${i}`, branch: 'bench', secret }));
   for (let i = 0; i < Math.max(10, n); i++)
-    await ensure(() => addObserver({ store: identities }, { id: `bench-obs-${i}`, branches: ['bench'], secret }));
+    await ensure(() => addObserver({ store }, { id: `bench-obs-${i}`, branches: ['bench'], secret }));
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'nxg-bench-broker-'));
   // Configured as a deployment is for a load test, with its documented variables only (README): the per-address
   // CONNECT limits stay at their defaults (the bench spreads its clients over 127.0.0.x addresses, as a fleet comes
@@ -78,9 +82,21 @@ if (mode === 'aedes') {
       MQTT_MAX_CONNECTIONS: String(Math.max(10_000, n + 1_000)),
     }),
   );
+  const log = pino({ level: 'silent' });
+  const redis = new Redis(redisUrl, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  await redis.connect();
+  const keyPrefix = `bench:${process.pid}:`;
+  const identities = await createCachedIdentityStore({
+    store,
+    redis,
+    redisKeyPrefix: keyPrefix,
+    ...config.identityCache,
+    clock: systemClock,
+    log,
+  });
   const broker = await startCloudBroker({
     config,
-    log: pino({ level: 'silent' }),
+    log,
     clock: systemClock,
     identities,
     registry: new Registry(),
@@ -92,10 +108,12 @@ if (mode === 'aedes') {
   stop = async () => {
     httpServer.close();
     await broker.close();
+    await identities.close();
+    redis.disconnect();
     await mongo.close();
   };
 } else {
-  process.stderr.write('usage: broker-server.ts aedes | cloud <mongoUrl> <identities>\n');
+  process.stderr.write('usage: broker-server.ts aedes | cloud <mongoUrl> <identities> <redisUrl>\n');
   process.exit(2);
 }
 

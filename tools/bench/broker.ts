@@ -24,7 +24,14 @@ import hdr from 'hdr-histogram-js';
 import net from 'node:net';
 import { MqttClient, connect, connectAsync, type IClientOptions } from 'mqtt';
 import { newSecret } from '../mqtt/secrets.ts';
-import { findFreePort, spawnService, startMongo, startMosquitto, type ServiceProcess } from '../services/index.ts';
+import {
+  findFreePort,
+  spawnService,
+  startMongo,
+  startMosquitto,
+  startRedis,
+  type ServiceProcess,
+} from '../services/index.ts';
 import { cpuTimeMs, machineInfo, pin } from './system.ts';
 import { inRange } from './cli.ts';
 
@@ -381,6 +388,8 @@ async function main(): Promise<void> {
   const started = new Date().toISOString();
   const results: BrokerResults[] = [];
   const mongo = names.includes('cloud') ? await startMongo({ storage: { kind: 'memory' } }) : undefined;
+  // The cloud's identity cache publishes and hears its invalidations on Redis, as in a deployment.
+  const redis = names.includes('cloud') ? await startRedis() : undefined;
   try {
     for (const name of names) {
       process.stdout.write(`— ${name}: starting\n`);
@@ -389,7 +398,12 @@ async function main(): Promise<void> {
           ? await startMosquittoBroker()
           : name === 'aedes'
             ? await startNodeBroker('aedes', ['aedes'])
-            : await startNodeBroker('cloud broker', ['cloud', `${mongo!.url}/bench_broker`, String(opts.idle)]);
+            : await startNodeBroker('cloud broker', [
+                'cloud',
+                `${mongo!.url}/bench_broker`,
+                String(opts.idle),
+                redis!.url,
+              ]);
       pin(broker.pid, '0');
       const r: BrokerResults = { name, rates: [] };
       try {
@@ -422,6 +436,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await mongo?.stop();
+    await redis?.stop();
   }
   const md = markdown(results, { started, info, pinned, opts });
   process.stdout.write(`\n${terminal(results)}\n`);

@@ -58,6 +58,13 @@ export const brokerEnv = {
   MQTT_MAX_CONNECTIONS: envInt(10_000, 1, 1_000_000),
   /** How often connected identities are checked against the store, so a revoked one is disconnected. */
   MQTT_IDENTITY_RECHECK_MS: envInt(30_000, 1000, 3_600_000),
+  /** Identities each cloud node keeps in memory for CONNECT authentication (LRU, identity-cache.ts); 0: none. */
+  MQTT_IDENTITY_CACHE_MAX: envInt(20_000, 0, 1_000_000),
+  /**
+   * How long a cached identity is trusted. Revocations reach every node at once over Redis; this bounds how long
+   * one whose invalidation was lost (a revocation by `npm run hub` without REDIS_URL, Redis trouble) can still connect.
+   */
+  MQTT_IDENTITY_CACHE_TTL_MS: envInt(30_000, 1000, 300_000),
 };
 
 export type BrokerEnv = v.InferOutput<v.ObjectSchema<typeof brokerEnv, undefined>>;
@@ -83,6 +90,7 @@ export interface BrokerConfig {
   maxPendingPerIp: number;
   maxConnections: number;
   identityRecheckMs: number;
+  identityCache: { maxEntries: number; ttlMs: number };
 }
 
 /** Problems a single variable cannot show (pairs that must be set together). */
@@ -119,5 +127,6 @@ export function brokerConfig(e: BrokerEnv): BrokerConfig {
     maxPendingPerIp: e.MQTT_MAX_PENDING_PER_IP,
     maxConnections: e.MQTT_MAX_CONNECTIONS,
     identityRecheckMs: e.MQTT_IDENTITY_RECHECK_MS,
+    identityCache: { maxEntries: e.MQTT_IDENTITY_CACHE_MAX, ttlMs: e.MQTT_IDENTITY_CACHE_TTL_MS },
   };
 }

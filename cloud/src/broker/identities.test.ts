@@ -1,6 +1,7 @@
 /**
  * The identity store's lookups: concurrent ones share one query (a CONNECT storm costs one round trip per batch),
- * and each caller still gets its own record, or undefined for an unknown id; a failed query fails only its callers.
+ * lookups made while a query is out wait for the next one, and each caller still gets its own record, or undefined
+ * for an unknown id; a failed query fails only its callers.
  */
 import { expect } from 'chai';
 import type { Connection } from 'mongoose';
@@ -48,6 +49,34 @@ describe('identity store lookups', function () {
     expect(records[31]).to.equal(undefined);
     // Lookups in a later turn make a query of their own.
     expect((await store.find('obs-1'))?.id).to.equal('obs-1');
+    expect(find.callCount).to.equal(2);
+  });
+
+  it('while a query is out, lookups of later turns gather into one next query', async function () {
+    const model = mongo.models.MqttIdentity!;
+    const original = model.find.bind(model);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const find = sinon.stub(model, 'find');
+    // The first query's answer is held back (a slow store); later calls go through untouched.
+    find.onFirstCall().callsFake(((...args: Parameters<typeof original>) => {
+      const query = original(...args);
+      return { lean: () => gate.then(() => query.lean()) };
+    }) as never);
+    find.callsFake(((...args: Parameters<typeof original>) => original(...args)) as never);
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    const first = store.find('obs-1');
+    await turn();
+    expect(find.callCount).to.equal(1);
+    const later: ReturnType<IdentityStore['find']>[] = [];
+    for (let i = 2; i < 12; i++) {
+      later.push(store.find(`obs-${i}`));
+      await turn();
+    }
+    expect(find.callCount, 'nothing more is sent while the first query is out').to.equal(1);
+    release();
+    const records = await Promise.all([first, ...later]);
+    expect(records.map((r) => r?.id)).to.deep.equal(Array.from({ length: 11 }, (_, i) => `obs-${i + 1}`));
     expect(find.callCount).to.equal(2);
   });
 

@@ -72,46 +72,87 @@ function toRecord(doc: IdentityDoc): IdentityRecord {
 
 /** Most identities one lookup query asks for. */
 const FIND_BATCH = 500;
+/**
+ * Lookup queries in flight at once; lookups asked for meanwhile gather into the next batch. Each CONNECT arrives in
+ * an event-loop turn of its own, so batching per turn alone made one query per CONNECT in a storm, and the queries'
+ * round trips were the largest part of the broker's CPU (docs/benchmarks.md, "Broker"); with one query out at a
+ * time a batch holds what arrived during the last round trip.
+ */
+const MAX_FINDS_IN_FLIGHT = 1;
+/** A query slower than this stops holding its slot (it still answers its callers): a stall must not stop lookups. */
+const FIND_SLOT_MS = 2000;
+
+type Waiter = { resolve: (r: IdentityRecord | undefined) => void; reject: (e: unknown) => void };
 
 export function createIdentityStore(mongo: Connection): IdentityStore {
   const Identity = (mongo.models.MqttIdentity ?? mongo.model('MqttIdentity', IdentitySchema)) as Model<IdentityDoc>;
-  // Lookups asked for in the same turn of the event loop share one query: a storm of CONNECTs (a fleet coming back
-  // after a restart, a load test) costs one round trip per batch instead of one per client (bench:broker measured
-  // 343 connects/s against the MongoDB stand-in with one findById per CONNECT).
-  let waiting: Map<string, { resolve: (r: IdentityRecord | undefined) => void; reject: (e: unknown) => void }[]> =
-    new Map();
+  // Lookups share queries: the first one goes out at the next turn of the event loop with whatever else was asked
+  // for by then; while MAX_FINDS_IN_FLIGHT queries are out, further lookups gather into the next batch. A storm of
+  // CONNECTs (a fleet coming back after a restart, a load test) then costs one round trip per batch, not per client.
+  let waiting = new Map<string, Waiter[]>();
+  let inFlight = 0;
+  let scheduled = false;
+  const schedule = () => {
+    if (scheduled || waiting.size === 0 || inFlight >= MAX_FINDS_IN_FLIGHT) return;
+    scheduled = true;
+    setImmediate(flush);
+  };
+  const query = (batch: Map<string, Waiter[]>) => {
+    inFlight += 1;
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      clearTimeout(slot);
+      inFlight -= 1;
+      schedule();
+    };
+    const slot = setTimeout(release, FIND_SLOT_MS);
+    slot.unref();
+    // Ids are validated before a lookup and are strings here; the operator is ours, not input (sanitizeFilter).
+    const inIds = mongoose.trusted({ $in: [...batch.keys()] }) as unknown as string;
+    Identity.find({ _id: inIds })
+      .lean<IdentityDoc[]>()
+      .then(
+        (docs) => {
+          release();
+          const byId = new Map(docs.map((doc) => [doc._id, doc]));
+          for (const [id, waiters] of batch) {
+            const doc = byId.get(id);
+            for (const waiter of waiters) waiter.resolve(doc ? toRecord(doc) : undefined);
+          }
+        },
+        (err: unknown) => {
+          release();
+          for (const waiters of batch.values()) for (const waiter of waiters) waiter.reject(err);
+        },
+      );
+  };
   const flush = () => {
-    const batch = waiting;
-    waiting = new Map();
-    const ids = [...batch.keys()];
-    for (let i = 0; i < ids.length; i += FIND_BATCH) {
-      const chunk = ids.slice(i, i + FIND_BATCH);
-      // Ids are validated before a lookup and are strings here; the operator is ours, not input (sanitizeFilter).
-      const inIds = mongoose.trusted({ $in: chunk }) as unknown as string;
-      Identity.find({ _id: inIds })
-        .lean<IdentityDoc[]>()
-        .then(
-          (docs) => {
-            const byId = new Map(docs.map((doc) => [doc._id, doc]));
-            for (const id of chunk) {
-              const doc = byId.get(id);
-              for (const waiter of batch.get(id)!) waiter.resolve(doc ? toRecord(doc) : undefined);
-            }
-          },
-          (err: unknown) => {
-            for (const id of chunk) for (const waiter of batch.get(id)!) waiter.reject(err);
-          },
-        );
+    scheduled = false;
+    while (waiting.size > 0 && inFlight < MAX_FINDS_IN_FLIGHT) {
+      let batch = waiting;
+      if (batch.size <= FIND_BATCH) {
+        waiting = new Map();
+      } else {
+        batch = new Map();
+        for (const [id, waiters] of waiting) {
+          if (batch.size === FIND_BATCH) break;
+          batch.set(id, waiters);
+        }
+        for (const id of batch.keys()) waiting.delete(id);
+      }
+      query(batch);
     }
   };
   return {
     find(id) {
       const key = String(id);
       return new Promise((resolve, reject) => {
-        if (waiting.size === 0) setImmediate(flush);
         const list = waiting.get(key);
         if (list) list.push({ resolve, reject });
         else waiting.set(key, [{ resolve, reject }]);
+        schedule();
       });
     },
     async insert(record) {

@@ -6,8 +6,12 @@ import { promisify } from 'node:util';
 import { expect } from 'chai';
 import type { Connection } from 'mongoose';
 import { hashSecret, SECRET_PATTERN, verifySecret } from '../../../tools/mqtt/secrets.ts';
-import { connectMongoose, testServices, uniqueDbName } from '../../../test/helpers/services.ts';
+import { pino } from 'pino';
+import { systemClock } from '../../../tools/runtime/clock.ts';
+import { eventually } from '../../../test/helpers/eventually.ts';
+import { connectMongoose, connectTestRedis, testServices, uniqueDbName } from '../../../test/helpers/services.ts';
 import { createIdentityStore } from '../broker/identities.ts';
+import { createCachedIdentityStore } from '../broker/identity-cache.ts';
 import { runHub } from './hub.ts';
 
 const run = promisify(execFile);
@@ -104,6 +108,39 @@ describe('hub CLI (npm run hub)', function () {
     expect((await hub('revoke', 'nobody')).code).to.equal(1);
     const file = JSON.parse((await hub('gateway', 'machines', 'gw-demo-1')).stdout) as { machines: { id: string }[] };
     expect(file.machines.map((m) => m.id)).to.deep.equal(['rw-01']);
+  });
+
+  it('revoke tells the cloud nodes over Redis (REDIS_URL, REDIS_KEY_PREFIX), so their caches drop it at once', async () => {
+    const redis = await connectTestRedis();
+    const prefix = `test:${process.pid}:hub-revoke:`;
+    // A cloud node's identity cache, holding the observer from an earlier lookup.
+    const node = await createCachedIdentityStore({
+      store: createIdentityStore(mongo),
+      redis: redis.client,
+      redisKeyPrefix: prefix,
+      maxEntries: 100,
+      ttlMs: 60_000,
+      clock: systemClock,
+      log: pino({ level: 'silent' }),
+    });
+    try {
+      expect((await hub('observer', 'add', 'ops-cached', '--branch', 'demo')).code).to.equal(0);
+      expect((await node.find('ops-cached'))?.disabled).to.equal(false);
+      const withoutRedis = await hub('revoke', 'ops-cached');
+      expect(withoutRedis.stderr).to.include('MQTT_IDENTITY_CACHE_TTL_MS');
+      expect(node.isCached('ops-cached'), 'not told: still cached').to.equal(true);
+      const res = await runHub(['revoke', 'ops-cached'], {
+        env: { ...env, REDIS_URL: testServices().redisUrl, REDIS_KEY_PREFIX: prefix },
+        stdout: () => undefined,
+        stderr: (t) => expect.fail(t),
+      });
+      expect(res).to.equal(0);
+      await eventually('the node drops ops-cached', () => !node.isCached('ops-cached'), 5000, 20);
+      expect((await node.find('ops-cached'))?.disabled).to.equal(true);
+    } finally {
+      await node.close();
+      await redis.close();
+    }
   });
 
   it('stops with EX_CONFIG when MONGO_URL is missing, naming it', async () => {

@@ -7,18 +7,20 @@
  *   npm run hub -- gateway machines gw-demo-1 --out data/gw-demo-1.machines.json
  *   npm run hub -- observer add ops --branch demo,other
  *   npm run hub -- list [--role gateway] [--json]
- *   npm run hub -- revoke tm-01
+ *   REDIS_URL=… npm run hub -- revoke tm-01   # REDIS_URL: every cloud node's identity cache drops it at once
  *
  * A new secret is printed once, on stdout, and never logged; only its SHA-256 hash is stored.
  */
 import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import Table from 'cli-table3';
+import { Redis } from 'ioredis';
 import type { Connection } from 'mongoose';
 import { pino } from 'pino';
 import { ConfigError } from '../../../tools/runtime/env-config.ts';
 import { IDENTITY_ROLES } from '../../../tools/mqtt/identity.ts';
 import { IdentityExists, createIdentityStore, type IdentityStore } from '../broker/identities.ts';
+import { publishIdentityInvalidation } from '../broker/identity-cache.ts';
 import {
   ProvisioningError,
   addGateway,
@@ -30,7 +32,7 @@ import {
   summarize,
   type Issued,
 } from '../broker/provisioning.ts';
-import { loadMongoConfig } from '../config.ts';
+import { loadMongoConfig, loadRedisConfig } from '../config.ts';
 import { connectMongo } from '../db/mongo.ts';
 
 export interface HubIo {
@@ -156,11 +158,45 @@ export async function runHub(argv: readonly string[], io: HubIo): Promise<number
   program
     .command('revoke')
     .argument('<id>', 'identity id')
-    .description('disable an identity; connected clients are dropped within MQTT_IDENTITY_RECHECK_MS')
+    .description(
+      'disable an identity; with REDIS_URL the cloud nodes refuse it at once, connected clients are dropped within MQTT_IDENTITY_RECHECK_MS',
+    )
     .action(async (id) => {
       await withStore((store) => revokeIdentity({ store }, id));
       io.stdout(`${id} revoked\n`);
+      await tellCloudNodes(id);
     });
+
+  /**
+   * The cloud nodes cache identities (broker/identity-cache.ts): with REDIS_URL (and the cloud's REDIS_KEY_PREFIX)
+   * they drop this one at once and refuse its next CONNECT; without, they notice within MQTT_IDENTITY_CACHE_TTL_MS.
+   */
+  async function tellCloudNodes(id: string): Promise<void> {
+    const later = 'cloud nodes refuse it within MQTT_IDENTITY_CACHE_TTL_MS';
+    if (!io.env.REDIS_URL) {
+      io.stderr(`hub: REDIS_URL is not set: ${later}\n`);
+      return;
+    }
+    let redis: Redis | undefined;
+    try {
+      const config = loadRedisConfig(io.env);
+      redis = new Redis(config.url, {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+        connectTimeout: 5000,
+        commandTimeout: Math.max(config.commandTimeoutMs, 2000),
+      });
+      redis.on('error', () => undefined);
+      await redis.connect();
+      await publishIdentityInvalidation(redis, config.keyPrefix, id);
+    } catch (err) {
+      io.stderr(`hub: could not tell the cloud nodes over Redis (${(err as Error).message}): ${later}\n`);
+    } finally {
+      redis?.disconnect();
+    }
+  }
 
   try {
     await program.parseAsync([...argv], { from: 'user' });
