@@ -89,10 +89,14 @@ const program = new Command()
   .option('--mongo-url <url>', 'MongoDB (with its database) to read the run back from; with --stack own, to use')
   .option('--redis-url <url>', 'with --stack own: Redis to use')
   .option('--branches <n>', 'branches', integer(1, 1000))
-  .option('--gateways <n>', 'gateways per branch', integer(1, 100))
+  .option('--gateways <n>', 'gateways per branch (at least one per 1,000 machines)', integer(1, 100))
   .option('--machines <n>', 'machines per branch (default 40, or all in --credentials)', integer(1, 100_000))
   .option('--mix <types>', 'machine types per branch, cycled: e.g. treadmill=5,indoor-bike=4,selectorised=3', mix)
-  .option('--members <n>', 'members per branch', integer(1, 10_000_000))
+  .option(
+    '--members <n>',
+    'members per branch (default: the scenario’s, at least 1.5 per machine)',
+    integer(1, 10_000_000),
+  )
   .option(
     '--duration <s>',
     'run time (default: the scenario’s; without a scenario and with --url: until Ctrl-C)',
@@ -153,7 +157,8 @@ function settingsFrom(opts: Opts, base: Settings, unbounded: boolean): Settings 
     gatewaysPerBranch: pick(opts.gateways, base.gatewaysPerBranch),
     machines: pick(opts.machines, base.machines),
     mix: pick(opts.mix, base.mix),
-    members: pick(opts.members, base.members),
+    // Enough members that a full floor does not run out of them (each needs a machine and walks between them).
+    members: pick(opts.members, Math.max(base.members, Math.ceil(pick(opts.machines, base.machines) * 1.5))),
     durationS: unbounded ? 0 : pick(opts.duration, base.durationS),
     rate: pick(opts.rate, base.rate),
     timeScale: pick(opts.timeScale, base.timeScale),
@@ -270,7 +275,13 @@ async function main(): Promise<void> {
     });
   }
 
+  // Files of a bounded run: <base>.json, <base>.html and the gateways' logs in <base>-logs/.
+  const writesFiles = !unbounded || opts.report !== undefined;
+  const base =
+    opts.report ??
+    path.join(opts.dataDir, 'sim-reports', `${scenario.name}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   const report = await runScenario({
+    ...(writesFiles ? { logDir: `${base}-logs`, queueDir: `${base}-queues` } : {}),
     scenario,
     settings,
     seed,
@@ -310,12 +321,10 @@ async function main(): Promise<void> {
   bar?.stop();
   process.stdout.write(renderTable(report, { color: process.stdout.isTTY === true }));
   // A fleet that ran until Ctrl-C (npm start's) writes no files unless asked, and its checks do not fail it.
-  if (!unbounded || opts.report !== undefined) {
-    const base =
-      opts.report ??
-      path.join(opts.dataDir, 'sim-reports', `${scenario.name}-${report.startedAt.replace(/[:.]/g, '-')}`);
+  if (writesFiles) {
     const files = await writeReport(report, base);
     process.stdout.write(`report: ${files.json}\n        ${files.html}\n`);
+    if (report.gateways > 0) process.stdout.write(`gateway logs: ${base}-logs/\n`);
   }
   process.exitCode = unbounded || report.checks.every((check) => check.ok) ? 0 : 3;
 }

@@ -13,6 +13,7 @@ import { parseTopic } from '../../protocol/topics.ts';
 import { eventually } from '../../test/helpers/eventually.ts';
 import { CredentialsError, readCredentials } from './credentials.ts';
 import { startFleet, type Fleet, type FleetMachine } from './fleet.ts';
+import { createFrontDesk } from './front-desk.ts';
 import { machineIdAt, typeAt } from './machines/index.ts';
 
 interface BareBroker {
@@ -180,6 +181,87 @@ describe('simulated machine fleet', function () {
         id,
       ).to.equal(true);
     }
+  });
+
+  it('members from the front desk tap their cards on the machines, and the fleet follows the answers', async function () {
+    // The gateway's part, played by a client: a machine's nfc-tapped event is answered on its command topics with
+    // `link` (or, for one member, a denial), and a second tap of the linked member with the "Unlinked" display.
+    const gateway = await connectAsync(broker.url, { clientId: 'gw-stand-in', reconnectPeriod: 0 });
+    clients.push(gateway);
+    const linkedAt = new Map<string, string>();
+    let deniedUid: string | undefined;
+    gateway.on('message', (topic, raw) => {
+      const event = JSON.parse(raw.toString()) as { type?: string; uid?: string };
+      if (event.type !== 'nfc-tapped' || !event.uid) return;
+      const base = topic.replace(/\/event$/, '/cmd');
+      const reqId = crypto.randomUUID();
+      const expiresAt = Date.now() + 10_000;
+      deniedUid ??= event.uid;
+      if (event.uid === deniedUid) {
+        void gateway.publishAsync(
+          `${base}/display`,
+          JSON.stringify({ reqId, expiresAt, text: 'Not recognised', level: 'error' }),
+        );
+      } else if (linkedAt.get(topic) === event.uid) {
+        linkedAt.delete(topic);
+        void gateway.publishAsync(
+          `${base}/display`,
+          JSON.stringify({ reqId, expiresAt, text: 'Unlinked: see you next set', level: 'info' }),
+        );
+      } else {
+        linkedAt.set(topic, event.uid);
+        void gateway.publishAsync(
+          `${base}/link`,
+          JSON.stringify({ reqId, expiresAt, userId: '0123456789abcdef01234567' }),
+        );
+      }
+    });
+    await gateway.subscribeAsync('nxg/v1/b/demo/m/+/event', { qos: 1 });
+    const doorTaps: string[] = [];
+    const desk = createFrontDesk({
+      desk: { branch: 'demo', doorsIn: ['in'], doorsOut: ['out'], members: 100 },
+      worker: 0,
+      processes: 1,
+      seed: 5,
+      timeScale: 600,
+      minWalkMs: 50,
+      doorGapMs: 10,
+      tap: (file, uid) => {
+        doorTaps.push(`${file}:${uid}`);
+        return Promise.resolve();
+      },
+    });
+    // 600× from 10:00: sessions of ~20 simulated minutes take 2 s.
+    const fleet = startFleet({
+      url: broker.url,
+      branch: 'demo',
+      machines: machines(10),
+      rate: 10,
+      seed: 5,
+      timeScale: 600,
+      day: { startHour: 10 },
+      desks: new Map([['demo', desk]]),
+    });
+    fleets.push(fleet);
+    await fleet.whenConnected(10_000);
+    await until('members linked, denied once, and unlinked', () => {
+      const l = fleet.stats().links;
+      return l.linked >= 3 && l.denied >= 1 && l.unlinked >= 2;
+    });
+    await fleet.calm(10_000);
+    await fleet.stop();
+    await desk.stop();
+    const l = fleet.stats().links;
+    // Every tap to link was answered (calm waits for the answers), with a link or the one member's denial.
+    expect(l.linked + l.denied).to.equal(l.linkTaps);
+    expect(l.deniedBy).to.deep.equal({ 'Not recognised': l.denied });
+    // Only linked members tap to unlink, each once.
+    expect(l.unlinkTaps).to.be.at.most(l.linked);
+    expect(l.unlinked).to.be.at.most(l.unlinkTaps);
+    const d = desk.stats();
+    expect(doorTaps.filter((t) => t.startsWith('in:'))).to.have.length(d.checkInTaps);
+    expect(d.arrivals).to.be.at.least(l.sessionsWithMember > 0 ? 1 : 0);
+    expect(fleet.stats().published.event).to.be.at.least(l.linkTaps + l.unlinkTaps);
   });
 
   it('registers a last will per connection, which fires when the connection dies, and reconnects with backoff', async function () {

@@ -15,6 +15,14 @@
  * to hold. Tests, the ingest benchmark and the run report (report/persisted.ts) compare it with MongoDB; with
  * `track`, it also keeps each telemetry sample's seq and time, so the report can count the samples stored.
  *
+ * Members (with `desks`, front-desk.ts): when a session starts the machine gets a member from its branch's front desk,
+ * who (once through the door and at the machine) taps their card on the machine's NFC pad — an `nfc-tapped` event
+ * the gateway turns into a link decision. The machine listens on its command topics (`m/{id}/cmd/+`) for the
+ * answer: `link` (the member is linked; the time from tap to link is recorded) or a `display` at level `error` (a
+ * denial; its text says why). When the session ends the member taps again, which unlinks them, and goes back to the
+ * desk. The workout itself starts on the machine as before: a console runs without a link, and the cloud attaches
+ * segments to the member's link by event time.
+ *
  * QA's faults (scenarios): `flapping` machines cut their connection abruptly every so often (their will fires) and
  * come back with the backoff; `badPayloads` machines publish a mix of unreadable, invalid and foreign payloads next
  * to their real traffic; machines with `trouble` report faults and power off for a while (machine.ts).
@@ -25,7 +33,8 @@ import { pino } from 'pino';
 import { createEnvelopeStamper, type EnvelopeStamper } from '../../protocol/envelope.ts';
 import { asBranchId, asMachineId, type BranchId } from '../../protocol/ids.ts';
 import type { MachineType } from '../../protocol/messages/machine-type.ts';
-import { topics } from '../../protocol/topics.ts';
+import { filters, topics } from '../../protocol/topics.ts';
+import type { DeskMember, FrontDesk } from './front-desk.ts';
 import type { MachineDay, MachineTrouble, MemberEvent } from './machine.ts';
 import { createSimMachine, toPayload, type OutgoingKind, type SimMachine } from './machine.ts';
 import type { Body } from './machines/model.ts';
@@ -81,8 +90,10 @@ export interface FleetOptions {
   /** Members of the branch (ids drawn from them). */
   readonly members?: number;
   readonly trouble?: MachineTrouble;
-  /** A member starts or ends a session: the hook for check-in and linking at a reader (issues 5 and 7). */
+  /** A member starts or ends a session on a machine (told whether or not the branch has a desk). */
   readonly onMember?: (event: MemberEvent) => void;
+  /** Front desks by branch id: members check in at the doors and tap their cards on the machines they use. */
+  readonly desks?: ReadonlyMap<string, FrontDesk>;
   /** A share of the machines (chosen by the seed) drops its connection abruptly about every `everyS` seconds. */
   readonly flapping?: { readonly share: number; readonly everyS: number };
   /** A share of the machines (chosen by the seed) also publishes `perS` bad payloads per second. */
@@ -139,6 +150,24 @@ export interface FleetStats {
   readonly outages: number;
   /** Publish → PUBACK, µs. */
   readonly ackLatencyUs: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number };
+  /** Members at the machines (with desks). */
+  readonly links: LinkStats;
+}
+
+export interface LinkStats {
+  /** Sessions that got a member from the desk (sessions running when the fleet started have none). */
+  readonly sessionsWithMember: number;
+  /** Taps on a machine's NFC pad to link, and the second taps that unlink. */
+  readonly linkTaps: number;
+  readonly unlinkTaps: number;
+  /** `link` commands received for a tap, and denials (`display` at level error) by their text. */
+  readonly linked: number;
+  readonly denied: number;
+  readonly deniedBy: Readonly<Record<string, number>>;
+  /** Unlinks confirmed (the gateway's "Unlinked" display, or an `unlink` command). */
+  readonly unlinked: number;
+  /** Sessions that ended with their tap still unanswered. */
+  readonly unanswered: number;
 }
 
 export interface Fleet {
@@ -147,13 +176,16 @@ export interface Fleet {
   stats(): FleetStats;
   /** PUBACK latency of the whole run so far, encoded (hdr compressed base64). */
   latencyEncoded(): string;
+  /** Tap on a machine → its `link` command, encoded likewise ('' when none). */
+  linkLatencyEncoded(): string;
   /** The run's figures over time, intervals since the fleet started. */
   series(): SeriesPoint[];
   /** PUBACK ledger per machine id. */
   ledger(): ReadonlyMap<string, MachineLedger>;
   /**
-   * Ends the faults (flapping, bad payloads, power-offs: powered-off machines come back now) and waits until every
-   * machine is connected again, at most `timeoutMs`; resolves with how many are connected.
+   * Ends the faults (flapping, bad payloads, power-offs: powered-off machines come back now) and the members' arrivals,
+   * and waits until every machine is connected again and the taps made have their answers (those at most 5 s), at
+   * most `timeoutMs`; resolves with how many are connected.
    */
   calm(timeoutMs: number): Promise<number>;
   /** Status `offline` (clean-shutdown) from every connected machine, then DISCONNECT. Idempotent. */
@@ -167,6 +199,12 @@ interface Runner {
   readonly stamper: EnvelopeStamper;
   readonly ledger: MachineLedger;
   readonly branch: BranchId;
+  readonly desk: FrontDesk | undefined;
+  /** The member at the machine (with a desk), and where their link stands. */
+  member: DeskMember | undefined;
+  link: 'none' | 'walking' | 'tapped' | 'linked' | 'denied';
+  tappedAt: number;
+  memberTimer: NodeJS.Timeout | undefined;
   conn: number;
   everConnected: boolean;
   attempt: number;
@@ -219,6 +257,19 @@ export function startFleet(options: FleetOptions): Fleet {
   let stopping: Promise<void> | undefined;
   let calmed = false;
   const ackLatency = latencyHistogram();
+  /** Tap on the machine → its `link` command, µs. */
+  const linkLatency = latencyHistogram();
+  const linkCounts = {
+    sessionsWithMember: 0,
+    linkTaps: 0,
+    unlinkTaps: 0,
+    linked: 0,
+    denied: 0,
+    unlinked: 0,
+    unanswered: 0,
+  };
+  const deniedBy: Record<string, number> = {};
+  const runnerById = new Map<string, Runner>();
   const started = performance.now();
   const series = createSeries(options.seriesIntervalMs ?? 1000);
   const connectWaiters = new Set<() => void>();
@@ -262,7 +313,11 @@ export function startFleet(options: FleetOptions): Fleet {
       runner.ledger.telemetry.ts.push(payload.ts as number);
     }
     if (qos === 0) {
-      runner.client.publish(topic, text, { qos: 0 });
+      try {
+        runner.client.publish(topic, text, { qos: 0 });
+      } catch (err) {
+        publishThrew(runner, err);
+      }
       return;
     }
     if (kind !== 'telemetry') {
@@ -271,6 +326,30 @@ export function startFleet(options: FleetOptions): Fleet {
     }
     runner.pending += 1;
     const sentAt = performance.now();
+    try {
+      publishQos1(runner, topic, text, kind, msgId, payload, sentAt);
+    } catch (err) {
+      runner.pending -= 1;
+      publishThrew(runner, err);
+    }
+  };
+
+  /** MQTT.js throws when asked to publish on a client it has closed (its stores gone): counted, never fatal. */
+  const publishThrew = (runner: Runner, err: unknown) => {
+    errors += 1;
+    series.error();
+    log.debug({ machine: runner.sim.id, err: (err as Error).message }, 'publish threw');
+  };
+
+  const publishQos1 = (
+    runner: Runner,
+    topic: string,
+    text: string,
+    kind: OutgoingKind | 'meta',
+    msgId: string,
+    payload: Body,
+    sentAt: number,
+  ) => {
     runner.client.publish(topic, text, { qos: 1, retain: kind === 'status' || kind === 'meta' }, (err) => {
       runner.pending -= 1;
       if (err) {
@@ -289,6 +368,69 @@ export function startFleet(options: FleetOptions): Fleet {
       ackLatency.recordValue(Math.min(600_000_000, us));
       series.acked(us);
     });
+  };
+
+  const tap = (runner: Runner, purpose: 'link' | 'unlink') => {
+    if (!runner.member || runner.off) return;
+    if (purpose === 'link') {
+      linkCounts.linkTaps += 1;
+      runner.link = 'tapped';
+      runner.tappedAt = performance.now();
+    } else linkCounts.unlinkTaps += 1;
+    publish(runner, 'event', { type: 'nfc-tapped', uid: runner.member.uid });
+  };
+
+  /** A session starts: a member from the desk walks up and, once there, taps to link. */
+  const memberArrives = (runner: Runner) => {
+    // Once the run is calming down no new member comes in: the taps in flight get their answers before the end.
+    if (!runner.desk || runner.member || stopping || calmed) return;
+    const taken = runner.desk.take();
+    if (!taken) return;
+    linkCounts.sessionsWithMember += 1;
+    runner.member = taken.member;
+    runner.link = 'walking';
+    runner.memberTimer = setTimeout(() => {
+      runner.memberTimer = undefined;
+      if (!stopping) tap(runner, 'link');
+    }, taken.readyInMs);
+  };
+
+  /** The session is over: a linked (or still answering) member taps again to unlink, then goes back to the desk. */
+  const memberLeaves = (runner: Runner) => {
+    const member = runner.member;
+    if (!member || !runner.desk) return;
+    clearTimeout(runner.memberTimer);
+    runner.memberTimer = undefined;
+    if (runner.link === 'tapped') linkCounts.unanswered += 1;
+    if (runner.link === 'linked' || runner.link === 'tapped') tap(runner, 'unlink');
+    runner.member = undefined;
+    runner.link = 'none';
+    runner.desk.release(member);
+  };
+
+  const onCommand = (runner: Runner, topic: string, payload: Buffer) => {
+    const name = topic.slice(topic.lastIndexOf('/') + 1);
+    let body: { userId?: unknown; level?: unknown; text?: unknown };
+    try {
+      body = JSON.parse(payload.toString('utf8')) as typeof body;
+    } catch {
+      return;
+    }
+    if (name === 'link' && runner.link === 'tapped') {
+      runner.link = 'linked';
+      linkCounts.linked += 1;
+      const us = Math.max(1, Math.round((performance.now() - runner.tappedAt) * 1000));
+      linkLatency.recordValue(Math.min(600_000_000, us));
+    } else if (name === 'unlink') {
+      linkCounts.unlinked += 1;
+    } else if (name === 'display' && body.level === 'error') {
+      if (runner.link === 'tapped') runner.link = 'denied';
+      linkCounts.denied += 1;
+      const why = typeof body.text === 'string' ? body.text.slice(0, 60) : 'unknown';
+      deniedBy[why] = (deniedBy[why] ?? 0) + 1;
+    } else if (name === 'display' && typeof body.text === 'string' && body.text.startsWith('Unlinked')) {
+      linkCounts.unlinked += 1;
+    }
   };
 
   const tick = (runner: Runner) => {
@@ -409,7 +551,14 @@ export function startFleet(options: FleetOptions): Fleet {
       day: options.day,
       members: options.members,
       trouble: options.trouble,
-      onMember: options.onMember,
+      onMember: (event) => {
+        options.onMember?.(event);
+        // A session running when the fleet starts began before the run: its member is not the desk's.
+        const runner = runnerById.get(event.machine);
+        if (!runner) return;
+        if (event.type === 'link') memberArrives(runner);
+        else memberLeaves(runner);
+      },
     });
     const clientOptions: IClientOptions = {
       clientId: machine.id,
@@ -440,6 +589,11 @@ export function startFleet(options: FleetOptions): Fleet {
         bad: [],
       },
       branch: machine.branch === undefined ? fleetBranch : asBranchId(machine.branch),
+      desk: options.desks?.get(machine.branch ?? options.branch),
+      member: undefined,
+      link: 'none',
+      tappedAt: 0,
+      memberTimer: undefined,
       conn: -1,
       everConnected: false,
       attempt: 0,
@@ -451,6 +605,10 @@ export function startFleet(options: FleetOptions): Fleet {
       badTimer: undefined,
     };
     runners.push(runner);
+    runnerById.set(machine.id, runner);
+    if (runner.desk) {
+      client.on('message', (topic, payload) => onCommand(runner, topic, payload));
+    }
     // Which machines flap or send bad payloads depends on the seed and the machine alone.
     const faultRng = createRng(deriveSeed(options.seed, `${machine.id}/faults`));
     const flapping = options.flapping !== undefined && faultRng.chance(options.flapping.share);
@@ -458,6 +616,8 @@ export function startFleet(options: FleetOptions): Fleet {
     client.on('connect', () => {
       connects += 1;
       runner.attempt = 0;
+      // Clean sessions: the command subscription is made again on every connection.
+      if (runner.desk) client.subscribe(filters.machineCommands(runner.branch, asMachineId(machine.id)), { qos: 1 });
       publish(runner, 'meta', sim.meta);
       publish(runner, 'status', { status: sim.status, since: sim.statusSince });
       if (!runner.everConnected) {
@@ -552,6 +712,7 @@ export function startFleet(options: FleetOptions): Fleet {
     clearInterval(runner.tickTimer);
     clearTimeout(runner.faultTimer);
     clearInterval(runner.badTimer);
+    clearTimeout(runner.memberTimer);
     await goOffline(runner);
   };
 
@@ -600,10 +761,14 @@ export function startFleet(options: FleetOptions): Fleet {
           max: ackLatency.totalCount ? ackLatency.maxValue : 0,
           count: ackLatency.totalCount,
         },
+        links: { ...linkCounts, deniedBy: { ...deniedBy } },
       };
     },
     latencyEncoded() {
       return ackLatency.totalCount === 0 ? '' : hdr.encodeIntoCompressedBase64(ackLatency);
+    },
+    linkLatencyEncoded() {
+      return linkLatency.totalCount === 0 ? '' : hdr.encodeIntoCompressedBase64(linkLatency);
     },
     series() {
       const connected = connectedCount();
@@ -632,8 +797,16 @@ export function startFleet(options: FleetOptions): Fleet {
           }
         }
       }
+      // Members on their way to a machine stay there; a tap already made is given time for its answer.
+      for (const runner of runners) {
+        if (runner.link !== 'walking') continue;
+        clearTimeout(runner.memberTimer);
+        runner.memberTimer = undefined;
+      }
       const deadline = Date.now() + timeoutMs;
-      while (connectedCount() < runners.length && Date.now() < deadline && !stopping)
+      const answersDue = Date.now() + Math.min(timeoutMs, 5_000);
+      const tapsAnswered = () => Date.now() > answersDue || runners.every((runner) => runner.link !== 'tapped');
+      while ((connectedCount() < runners.length || !tapsAnswered()) && Date.now() < deadline && !stopping)
         await new Promise((resolve) => setTimeout(resolve, 200));
       return connectedCount();
     },

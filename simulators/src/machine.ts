@@ -169,7 +169,11 @@ export function createSimMachine(options: SimMachineOptions): SimMachine {
         { kind: 'status', body: { status, since } },
       ];
     }
-    if (outageChance > 0 && rng.chance(outageChance)) outage = rng.between(60, 600);
+    if (outageChance > 0 && rng.chance(outageChance)) {
+      // Powered off now: nobody starts a session on it in this tick.
+      outage = rng.between(60, 600);
+      return [];
+    }
     return undefined;
   };
 

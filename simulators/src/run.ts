@@ -3,19 +3,27 @@
  * simulator processes (worker.ts; machine i goes to process i mod processes), plays the scenario's events at their
  * times, merges the processes' results into one report and evaluates the scenario's checks.
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { spawnService, type ServiceProcess } from '../../tools/services/index.ts';
 import { machineInfo } from '../../tools/bench/system.ts';
 import type { FleetMachine } from './fleet.ts';
-import { runChecks } from './report/checks.ts';
-import { mergeResults, type RunEvent, type RunReport, type WorkerResult } from './report/report.ts';
+import { accessChecks, runChecks } from './report/checks.ts';
+import {
+  mergeResults,
+  type GatewayQueueLeft,
+  type RunEvent,
+  type RunReport,
+  type WorkerResult,
+} from './report/report.ts';
 import type { Scenario, ScenarioEvent, Settings } from './scenario.ts';
+import { provisionRun, retireRun, type BranchDesk } from './provision.ts';
+import { waitForStoredAccess } from './report/access.ts';
+import { readGatewayQueue, settleLost, type GatewayQueue } from './report/queued.ts';
 import {
   hubFromFile,
-  provisionRun,
   repoRoot,
   startGateway,
   startOwnHub,
@@ -54,6 +62,13 @@ export interface RunOptions {
   readonly onEvent?: (event: RunEvent) => void;
   /** Resolves when the user wants the run to end now (Ctrl-C). */
   readonly interrupted?: Promise<void>;
+  /** A directory for the run's gateways' logs (`<gateway id>.log`); default: none kept. */
+  readonly logDir?: string | undefined;
+  /**
+   * Where a gateway's data directory is kept when it stopped with entries still queued (`<dir>/<gateway id>`), so it
+   * can be started again to deliver them (npm start's hub lives on); default: removed with the run.
+   */
+  readonly queueDir?: string | undefined;
 }
 
 const sumProgress = (all: readonly Progress[]): Progress => ({
@@ -79,6 +94,10 @@ export async function runScenario(options: RunOptions): Promise<RunReport> {
   let hub: Hub | undefined;
   const gateways: GatewayHandle[] = [];
   const children: ServiceProcess[] = [];
+  let desks: BranchDesk[] = [];
+  let retire: ((keep: ReadonlySet<string>) => Promise<void>) | undefined;
+  /** Gateways whose identity stays (their kept queue still has to be delivered). */
+  const keepIdentities = new Set<string>();
   try {
     if (scenario.needs === 'own-cloud' && target.kind !== 'own')
       throw new Error(`scenario ${scenario.name} restarts the cloud: run it with --stack own`);
@@ -111,19 +130,41 @@ export async function runScenario(options: RunOptions): Promise<RunReport> {
       const dir = path.join(work, 'gateways');
       await mkdir(dir, { recursive: true });
       log.info(
-        { branches: settings.branches, gateways: settings.gatewaysPerBranch, machines: settings.machines },
-        'provisioning the run’s branches, gateways and machines',
+        {
+          branches: settings.branches,
+          gateways: settings.gatewaysPerBranch,
+          machines: settings.machines,
+          members: settings.members,
+        },
+        'provisioning the run’s branches, enrolled gateways, machines, door readers and members',
       );
-      const planned = await provisionRun(hub.mongoUrl, {
+      const provisioned = await provisionRun(hub.mongoUrl, hub.apiUrl, {
         runTag,
         branches: settings.branches,
         gatewaysPerBranch: settings.gatewaysPerBranch,
         machinesPerBranch: settings.machines,
+        membersPerBranch: settings.members,
         mix: settings.mix,
         dir,
+        log: (msg) => log.info(msg),
       });
-      for (const gateway of planned) gateways.push(await startGateway(gateway, hub));
-      machines = planned.flatMap((gateway) => gateway.machines);
+      desks = provisioned.desks;
+      const runHub = hub;
+      // npm start's hub outlives the run: its identities are disabled at the end (an own hub goes away whole).
+      if (target.kind === 'npm-start')
+        retire = async (keep) => {
+          const n = await retireRun(
+            runHub.mongoUrl,
+            provisioned.identities.filter((id) => !keep.has(id)),
+          );
+          log.info({ identities: n }, 'the run’s gateway and machine identities are disabled');
+        };
+      if (options.logDir) await mkdir(options.logDir, { recursive: true, mode: 0o700 });
+      for (const gateway of provisioned.gateways)
+        gateways.push(
+          await startGateway(gateway, hub, options.logDir ? path.join(options.logDir, `${gateway.id}.log`) : undefined),
+        );
+      machines = provisioned.gateways.flatMap((gateway) => gateway.machines);
       targetLabel =
         target.kind === 'own'
           ? `own hub (cloud ${hub.apiUrl}), branches ${runTag}-b1…`
@@ -140,6 +181,8 @@ export async function runScenario(options: RunOptions): Promise<RunReport> {
       settings,
       mongoUrl,
       queueUrls: gateways.map((gateway) => gateway.healthUrl),
+      desks,
+      processes,
     }));
 
     const progress: Progress[] = plans.map(() => ({
@@ -233,7 +276,7 @@ export async function runScenario(options: RunOptions): Promise<RunReport> {
         seed: options.seed,
         startedAt,
         branches: target.kind === 'attach' ? 1 : settings.branches,
-        gateways: target.kind === 'attach' ? 0 : settings.branches * settings.gatewaysPerBranch,
+        gateways: gateways.length,
         members: settings.members * (target.kind === 'attach' ? 1 : settings.branches),
         target: targetLabel,
         host: { cpuModel: host.cpuModel, cores: host.cores, node: host.node },
@@ -241,10 +284,67 @@ export async function runScenario(options: RunOptions): Promise<RunReport> {
       },
       results,
     );
-    return runChecks(report, scenario.checks(settings));
+    // The gateways stop (their queues persisted); what they still hold is late, not lost (report/queued.ts).
+    let settled = report;
+    if (gateways.length > 0) {
+      const queues: GatewayQueue[] = [];
+      for (const gateway of gateways) {
+        await gateway.stop();
+        queues.push(readGatewayQueue(gateway.id, gateway.dataDir));
+      }
+      const left: GatewayQueueLeft[] = [];
+      for (const q of queues) {
+        const total = Object.values(q.byLane).reduce((a, b) => a + b, 0);
+        let keptIn: string | undefined;
+        if (total > 0 && options.queueDir && target.kind === 'npm-start' && hub) {
+          keptIn = path.join(options.queueDir, q.gateway);
+          await cp(q.dataDir, keptIn, { recursive: true });
+          keepIdentities.add(q.gateway);
+          log.warn(
+            { gateway: q.gateway, queued: q.byLane, keptIn },
+            `gateway ${q.gateway} stopped with ${total} entries queued, kept in ${keptIn}; to deliver them: ` +
+              `GATEWAY_DATA_DIR=${keptIn} GATEWAY_UPLINK_URL=${hub.mqttTlsUrl} GATEWAY_UPLINK_CA_FILE=${hub.caFile} ` +
+              'GATEWAY_MQTT_PORT=18840 GATEWAY_HEALTH_PORT=18841 npm run gateway',
+          );
+        }
+        left.push({ gateway: q.gateway, byLane: q.byLane, ...(keptIn ? { keptIn } : {}) });
+      }
+      const persisted =
+        report.persisted && mongoUrl ? await settleLost(mongoUrl, report.persisted, queues) : report.persisted;
+      settled = {
+        ...report,
+        gatewayQueues: left,
+        persisted,
+        lost: persisted ? persisted.records.lost + persisted.telemetry.lost : report.lost,
+      };
+    }
+    // What the hub made of the members' visits: sessions and links, read back once for the whole run.
+    const withAccess =
+      settled.access && mongoUrl
+        ? {
+            ...settled,
+            access: {
+              ...settled.access,
+              stored: await waitForStoredAccess(
+                mongoUrl,
+                desks.map((d) => d.branch),
+                {
+                  checkIns: settled.access.desk.checkInTaps,
+                  checkOuts: settled.access.desk.checkOutTaps,
+                  links: settled.access.links.linked,
+                },
+                { timeoutMs: Math.max(10_000, settings.drainS * 1000) },
+              ),
+            },
+          }
+        : settled;
+    return runChecks(withAccess, [...scenario.checks(settings), ...(withAccess.access ? accessChecks : [])]);
   } finally {
     for (const child of children) await child.stop(5_000).catch(() => undefined);
     for (const gateway of gateways) await gateway.stop().catch(() => undefined);
+    await retire?.(keepIdentities).catch((err: unknown) =>
+      log.warn({ err }, 'the run’s identities could not be disabled'),
+    );
     await hub?.stop().catch(() => undefined);
     await rm(work, { recursive: true, force: true });
   }

@@ -6,17 +6,15 @@
  *   process on free ports), stopped at the end — what CI and the cloud-restart scenario use.
  * - `attach`: machines connect to a given broker (`--url`), with `--credentials`; nothing provisioned or started.
  *
- * For `npm-start` and `own` the run provisions fresh branches, gateways and machines (ids tagged with the run, so
- * runs never collide) with the same functions as `npm run hub` (cloud/src/broker/provisioning.ts), and runs one
- * edge gateway process per gateway (edge-gateway/src/main.ts) on a fixed port, so a gateway killed by a scenario
- * comes back where its machines look for it.
+ * For `npm-start` and `own` the run provisions fresh branches, enrolled gateways, machines, door readers and members
+ * (provision.ts; ids tagged with the run, so runs never collide), and runs one edge gateway process per gateway
+ * (edge-gateway/src/main.ts) on a fixed port, so a gateway killed by a scenario comes back where its machines look
+ * for it.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import mongoose from 'mongoose';
 import * as v from 'valibot';
-import { createIdentityStore } from '../../cloud/src/broker/identities.ts';
-import { addGateway, addMachine, gatewayMachines } from '../../cloud/src/broker/provisioning.ts';
 import {
   findFreePort,
   spawnNode,
@@ -24,8 +22,7 @@ import {
   type ServiceProcess,
   type Services,
 } from '../../tools/services/index.ts';
-import type { FleetMachine } from './fleet.ts';
-import { machineIdAt, typeAt, type SimulatedMachineType } from './machines/index.ts';
+import type { PlannedGateway } from './provision.ts';
 
 export const repoRoot = path.resolve(import.meta.dirname, '../..');
 
@@ -134,100 +131,10 @@ export async function startOwnHub({
   };
 }
 
-export interface PlannedGateway {
-  readonly id: string;
-  readonly branch: string;
-  readonly machinesFile: string;
-  readonly secretFile: string;
-  readonly port: number;
-  readonly machines: FleetMachine[];
-}
-
-/** The machines of a branch: `mix` cycles through its types, or the fleet's usual mix (machines/index.ts). */
-export function branchMachines(
-  tag: string,
-  count: number,
-  mix?: readonly SimulatedMachineType[],
-): { id: string; type: SimulatedMachineType }[] {
-  return Array.from({ length: count }, (_, i) => {
-    const type = mix && mix.length > 0 ? mix[i % mix.length]! : typeAt(i);
-    return {
-      id: `${tag}-${machineIdAt(i, type).replace(/-(\d{3})$/, (_m, d: string) => `-${d.padStart(4, '0')}`)}`,
-      type,
-    };
-  });
-}
-
-/**
- * Provisions `branches` branches of `gatewaysPerBranch` gateways and `machinesPerBranch` machines each (machine i
- * of a branch on gateway i mod gatewaysPerBranch); writes each gateway's machines and secret files under `dir`.
- */
-export async function provisionRun(
-  mongoUrl: string,
-  {
-    runTag,
-    branches,
-    gatewaysPerBranch,
-    machinesPerBranch,
-    mix,
-    dir,
-  }: {
-    runTag: string;
-    branches: number;
-    gatewaysPerBranch: number;
-    machinesPerBranch: number;
-    mix?: readonly SimulatedMachineType[] | undefined;
-    dir: string;
-  },
-): Promise<PlannedGateway[]> {
-  const mongo = await mongoose.createConnection(mongoUrl, { serverSelectionTimeoutMS: 10_000 }).asPromise();
-  try {
-    const store = createIdentityStore(mongo);
-    const planned: PlannedGateway[] = [];
-    for (let b = 1; b <= branches; b++) {
-      const branch = `${runTag}-b${b}`;
-      const gateways: PlannedGateway[] = [];
-      for (let g = 1; g <= gatewaysPerBranch; g++) {
-        const id = `${branch}-gw${g}`;
-        const issued = await addGateway({ store }, { id, branch });
-        const secretFile = path.join(dir, `${id}.secret`);
-        await writeFile(secretFile, `${issued.secret}\n`, { mode: 0o600 });
-        gateways.push({
-          id,
-          branch,
-          secretFile,
-          machinesFile: path.join(dir, `${id}-machines.json`),
-          port: await findFreePort(),
-          machines: [],
-        });
-      }
-      const machines = branchMachines(`${runTag}-b${b}`, machinesPerBranch, mix);
-      for (const [i, m] of machines.entries()) {
-        const gateway = gateways[i % gateways.length]!;
-        const { secret } = await addMachine({ store }, { id: m.id, branch, gateway: gateway.id });
-        gateway.machines.push({
-          id: m.id,
-          type: m.type,
-          secret,
-          branch,
-          url: `mqtt://127.0.0.1:${gateway.port}`,
-        });
-      }
-      for (const gateway of gateways) {
-        await writeFile(gateway.machinesFile, JSON.stringify(await gatewayMachines({ store }, gateway.id)), {
-          mode: 0o600,
-        });
-      }
-      planned.push(...gateways);
-    }
-    return planned;
-  } finally {
-    await mongo.close();
-  }
-}
-
 export interface GatewayHandle {
   readonly id: string;
+  /** Its GATEWAY_DATA_DIR (durable queue, enrolment, configuration). */
+  readonly dataDir: string;
   readonly url: string;
   /** Its health endpoint (`queue.depth`: what it still has to forward), on a port fixed for the run. */
   readonly healthUrl: string;
@@ -238,33 +145,59 @@ export interface GatewayHandle {
   stop(): Promise<void>;
 }
 
-/** An edge gateway process for `gateway`, its uplink to the hub's cloud over TLS. */
-export async function startGateway(gateway: PlannedGateway, hub: Hub): Promise<GatewayHandle> {
+/** Whether the gateway's health says it holds a signed configuration and an allow-list. */
+async function configured(healthUrl: string): Promise<boolean> {
+  const response = await fetch(healthUrl, { signal: AbortSignal.timeout(2_000) }).catch(() => undefined);
+  if (!response) return false;
+  const body = (await response.json().catch(() => ({}))) as {
+    access?: { configRevision?: unknown; allowList?: { revision?: unknown } };
+  };
+  return body.access?.configRevision !== undefined && body.access.allowList?.revision !== undefined;
+}
+
+/**
+ * An edge gateway process for `gateway`, its uplink to the hub's cloud over TLS; with `logFile`, its log (JSON lines:
+ * access decisions, uplink state) is appended there, for a look after the run.
+ */
+export async function startGateway(gateway: PlannedGateway, hub: Hub, logFile?: string): Promise<GatewayHandle> {
   let proc: ServiceProcess | undefined;
+  const log = logFile === undefined ? undefined : createWriteStream(logFile, { flags: 'a', mode: 0o600 });
   // A fixed port, so the health endpoint stays where the run asks after a kill and a restart.
   const healthPort = await findFreePort();
+  const healthUrl = `http://127.0.0.1:${healthPort}/health`;
   const start = async () => {
-    proc = await spawnNode(`gateway ${gateway.id}`, ['edge-gateway/src/main.ts'], {
-      LOG_LEVEL: 'info',
-      LOG_FORMAT: 'json',
-      GATEWAY_MACHINES_FILE: gateway.machinesFile,
-      GATEWAY_SECRET_FILE: gateway.secretFile,
-      // Its own durable queue beside its machines file: two gateways never share (or lock) one queue.
-      GATEWAY_DATA_DIR: path.join(path.dirname(gateway.machinesFile), `${gateway.id}-data`),
-      GATEWAY_MQTT_PORT: String(gateway.port),
-      GATEWAY_HEALTH_PORT: String(healthPort),
-      GATEWAY_UPLINK_URL: hub.mqttTlsUrl,
-      GATEWAY_UPLINK_CA_FILE: hub.caFile,
-      // A simulator may publish faster than a real console (--rate): the gateway's per-machine limit follows.
-      GATEWAY_TELEMETRY_MAX_HZ: '1000',
-    });
+    proc = await spawnNode(
+      `gateway ${gateway.id}`,
+      ['edge-gateway/src/main.ts'],
+      {
+        LOG_LEVEL: 'info',
+        LOG_FORMAT: 'json',
+        // Enrolled: its enrolment file, signed configuration, allow-list and durable queue are all in its own
+        // directory (two gateways never share, or lock, one queue).
+        GATEWAY_DATA_DIR: gateway.dataDir,
+        ...(gateway.lineReaders.length === 0
+          ? {}
+          : { GATEWAY_QR_READERS: gateway.lineReaders.map((r) => `${r.reader}=${r.file}`).join(',') }),
+        GATEWAY_MQTT_PORT: String(gateway.port),
+        GATEWAY_HEALTH_PORT: String(healthPort),
+        GATEWAY_UPLINK_URL: hub.mqttTlsUrl,
+        GATEWAY_UPLINK_CA_FILE: hub.caFile,
+        // A simulator may publish faster than a real console (--rate): the gateway's per-machine limit follows.
+        GATEWAY_TELEMETRY_MAX_HZ: '1000',
+      },
+      log === undefined ? {} : { onLine: (line) => log.write(`${line}\n`) },
+    );
     await proc.waitForLine(/"msg":"gateway ready"/, 60_000);
+    // Its machines are let in once it holds the cloud's signed configuration (and the allow-list for its doors):
+    // machines connecting before that are refused, and retry with backoff.
+    await proc.waitUntil(async () => configured(healthUrl), 60_000, 200);
   };
   await start();
   return {
     id: gateway.id,
+    dataDir: gateway.dataDir,
     url: `mqtt://127.0.0.1:${gateway.port}`,
-    healthUrl: `http://127.0.0.1:${healthPort}/health`,
+    healthUrl,
     async kill() {
       if (!proc) return;
       process.kill(proc.pid, 'SIGKILL');
@@ -275,6 +208,7 @@ export async function startGateway(gateway: PlannedGateway, hub: Hub): Promise<G
     async stop() {
       await proc?.stop(15_000);
       proc = undefined;
+      await new Promise<void>((resolve) => (log ? log.end(resolve) : resolve()));
     },
   };
 }

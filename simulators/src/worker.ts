@@ -10,6 +10,8 @@ import { MongoClient } from 'mongodb';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import { startFleet, type FleetMachine } from './fleet.ts';
+import { createFrontDesk, mergeDeskStats, type FrontDesk } from './front-desk.ts';
+import type { BranchDesk } from './provision.ts';
 import { countPersisted, type PersistedCounts } from './report/persisted.ts';
 import type { WorkerResult } from './report/report.ts';
 import { intervalFor } from './report/series.ts';
@@ -29,6 +31,10 @@ export interface WorkerPlan {
    * uplink queues are empty, so QoS 0 telemetry still queued at a gateway is counted as late, not as not stored.
    */
   readonly queueUrls?: readonly string[] | undefined;
+  /** The run's branches with doors and members (provisioned runs): members check in and tap on the machines. */
+  readonly desks?: readonly BranchDesk[] | undefined;
+  /** Simulator processes in the run (members are split between them). */
+  readonly processes?: number | undefined;
 }
 
 export interface Progress {
@@ -72,6 +78,18 @@ export function runWorker(
     const cpuBefore = process.cpuUsage();
     let links = 0;
     let unlinks = 0;
+    const desks = new Map<string, FrontDesk>(
+      (plan.desks ?? []).map((desk) => [
+        desk.branch,
+        createFrontDesk({
+          desk,
+          worker: plan.worker,
+          processes: plan.processes ?? 1,
+          seed: plan.seed,
+          timeScale: s.timeScale,
+        }),
+      ]),
+    );
     const fleet = startFleet({
       url: plan.url,
       branch: plan.branch,
@@ -87,10 +105,10 @@ export function runWorker(
       ...(s.flapping ? { flapping: s.flapping } : {}),
       ...(s.badPayloads ? { badPayloads: s.badPayloads } : {}),
       onMember: (event) => {
-        // The hook for check-in and linking at a reader (issues 5 and 7): counted until those land.
         if (event.type === 'link') links += 1;
         else unlinks += 1;
       },
+      ...(desks.size > 0 ? { desks } : {}),
       // The per-sample ledger grows with the run: kept for bounded runs that are read back.
       track: plan.mongoUrl !== undefined && s.durationS > 0,
       seriesIntervalMs: intervalFor(s.durationS),
@@ -136,6 +154,7 @@ export function runWorker(
     // Not after Ctrl-C: a stop must be quick (npm start gives its children 15 s).
     const connectedAtEnd = await fleet.calm(interrupted ? 0 : 35_000);
     await fleet.stop();
+    await Promise.all([...desks.values()].map((desk) => desk.stop()));
     const finalStats = fleet.stats();
     const series = fleet.series();
     const neverConnected = finalStats.machines - finalStats.everConnected;
@@ -199,6 +218,15 @@ export function runWorker(
       bad: { ...finalStats.bad },
       links,
       unlinks,
+      ...(desks.size > 0
+        ? {
+            access: {
+              desk: mergeDeskStats([...desks.values()].map((d) => d.stats())),
+              links: finalStats.links,
+              linkLatency: fleet.linkLatencyEncoded(),
+            },
+          }
+        : {}),
       latency: fleet.latencyEncoded(),
       series,
       persisted,

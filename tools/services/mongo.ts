@@ -48,10 +48,12 @@ export async function startMongo(options: StartMongoOptions): Promise<MongoServi
     name: 'mongo-stand-in',
     command: 'java',
     args: [
-      // Without a heap limit RSS reached 1.5 GiB after 100k documents; 277 MiB with 256m. In memory every
-      // document lives on the heap: the whole test suite shares one server, and 256m ran out at ~62k uplink
-      // records in the fault tests (OutOfMemoryError), so the in-memory server gets more room than the H2 one.
-      `-Xmx${options.storage.kind === 'memory' ? 1536 : 256}m`,
+      // A heap limit keeps RSS bounded (without one, 1.5 GiB after 100k documents; 277 MiB with 256m). 256m was
+      // too little both ways: in memory (every document on the heap) the test suite ran out at ~62k uplink records
+      // in the fault tests, and on H2 npm start's hub ran out in a 2,000-machine rush-hour run of the simulator
+      // (`Terminating due to java.lang.OutOfMemoryError`; the stand-in scans whole collections where MongoDB would
+      // use a secondary index, and holds the results). Both get 1.5 GiB.
+      '-Xmx1536m',
       '-XX:+UseSerialGC',
       '-XX:+ExitOnOutOfMemoryError',
       '-cp',
@@ -78,6 +80,7 @@ export async function startMongo(options: StartMongoOptions): Promise<MongoServi
       url,
       port,
       pid: proc.pid,
+      exited: proc.exited,
       storage: options.storage,
       // Exit code 143 (SIGTERM) is the launcher's clean stop: its shutdown hook closes clients and the H2 file.
       stop: async () => void (await proc.stop()),

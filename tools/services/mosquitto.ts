@@ -88,6 +88,7 @@ async function startOn(command: string, port: number, options: StartMosquittoOpt
     url,
     port,
     pid: proc.pid,
+    exited: proc.exited,
     stop: async () => {
       await running.stop();
       await cleanUp();

@@ -26,6 +26,8 @@ export interface RunningService {
   readonly url: string;
   readonly port: number;
   readonly pid: number;
+  /** Resolves when the process exits, for whatever reason (a caller that did not stop it learns it died). */
+  readonly exited: Promise<ExitStatus>;
   stop(): Promise<void>;
 }
 
@@ -374,9 +376,15 @@ const REPO_ROOT = path.resolve(import.meta.dirname, '..', '..');
  * MONGO_URL & co. leaks in; its output is kept (recentOutput) for failure messages, not printed. Under c8
  * (`npm run test:mocha`) it writes its coverage too, when it exits normally.
  */
-export function spawnNode(name: string, args: string[], env: Record<string, string>): Promise<ServiceProcess> {
+export function spawnNode(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+  options: Pick<SpawnServiceOptions, 'onLine'> = {},
+): Promise<ServiceProcess> {
   const coverage = process.env.NODE_V8_COVERAGE;
   return spawnService({
+    ...options,
     name,
     command: process.execPath,
     args,

@@ -67,6 +67,7 @@ async function startOn(
     url: `redis://127.0.0.1:${port}`,
     port,
     pid: proc.pid,
+    exited: proc.exited,
     dataDir,
     // SIGTERM: redis flushes the AOF and exits 0.
     stop: async () => void (await proc.stop()),

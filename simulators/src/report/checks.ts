@@ -27,6 +27,7 @@ export const nothingLost: Check = (r) => {
       (r.lost && r.drain?.stillStoring
         ? ' — the hub was still storing its backlog: some may only be late (--drain)'
         : '') +
+      (p.records.queued ? `; ${p.records.queued} more acknowledged records still queued at the gateways (late)` : '') +
       (r.drain?.queuedAtEnd ? `; ${r.drain.queuedAtEnd} records/samples still queued at the gateways (late)` : '') +
       (p.lostExamples.length ? `; e.g. ${p.lostExamples.slice(0, 3).join(', ')}` : ''),
   };
@@ -104,6 +105,57 @@ export const membersTrained: Check = (r) => ({
   ok: r.counts.links > 0,
   detail: `${r.counts.links} sessions started, ${r.counts.unlinks} ended`,
 });
+
+const needsAccess = (name: string): CheckResult => ({
+  name,
+  ok: false,
+  detail: 'no sessions read back (the run provisioned no members, or had no MongoDB)',
+});
+
+/** Every tap at an entrance opened a session in MongoDB, and every tap at an exit ended one. */
+export const checkInsRecorded: Check = (r) => {
+  const name = 'every door tap opened or ended a session';
+  const stored = r.access?.stored;
+  if (!r.access || !stored) return needsAccess(name);
+  const { desk } = r.access;
+  return {
+    name,
+    ok:
+      desk.checkInTaps > 0 &&
+      stored.sessions === desk.checkInTaps &&
+      stored.conflicts === 0 &&
+      stored.sessionsEnded === desk.checkOutTaps,
+    detail:
+      `${desk.checkInTaps} check-in taps → ${stored.sessions} sessions` +
+      (stored.conflicts ? ` and ${stored.conflicts} conflicts (a tap counted twice)` : '') +
+      '; ' +
+      `${desk.checkOutTaps} check-out taps → ${stored.sessionsEnded} ended` +
+      (desk.tapErrors ? `; ${desk.tapErrors} taps not written` : ''),
+  };
+};
+
+/** Taps on the machines linked their members: none denied, answered (a tap in the run's last moments may not be). */
+export const tapsLinked: Check = (r) => {
+  const name = 'every tap on a machine linked its member';
+  const stored = r.access?.stored;
+  if (!r.access || !stored) return needsAccess(name);
+  const { links, linkLatencyUs } = r.access;
+  const denials = Object.entries(links.deniedBy)
+    .map(([why, count]) => `${count} × "${why}"`)
+    .join(', ');
+  return {
+    name,
+    ok:
+      links.linkTaps > 0 && links.denied === 0 && links.linked >= links.linkTaps * 0.99 && stored.links >= links.linked,
+    detail:
+      `${links.linkTaps} taps: ${links.linked} linked (tap → link p50 ${(linkLatencyUs.p50 / 1000).toFixed(0)} ms, ` +
+      `p99 ${(linkLatencyUs.p99 / 1000).toFixed(0)} ms), ${links.denied} denied${denials ? ` (${denials})` : ''}; ` +
+      `${stored.links} links stored`,
+  };
+};
+
+/** The checks every run with provisioned members gets (run.ts adds them to the scenario's). */
+export const accessChecks: readonly Check[] = [checkInsRecorded, tapsLinked];
 
 export function runChecks(report: RunReport, checks: readonly Check[]): RunReport {
   return { ...report, checks: checks.map((check) => check(report)) };

@@ -43,7 +43,13 @@ export function summaryRows(r: RunReport): [string, string][] {
         'persisted telemetry',
         `${n(p.telemetry.persisted)} of ${n(p.telemetry.sent)} (${n(p.telemetry.notStored)} unacknowledged QoS 0 not stored)`,
       ],
-      ['lost (acked, not stored)', n(r.lost ?? 0)],
+      [
+        'lost (acked, not stored)',
+        `${n(r.lost ?? 0)}` +
+          (p.records.queued
+            ? ` (besides ${n(p.records.queued)} acknowledged records still queued at the gateways: late)`
+            : ''),
+      ],
       ['duplicated', n(r.duplicated ?? 0)],
     );
   } else {
@@ -59,6 +65,17 @@ export function summaryRows(r: RunReport): [string, string][] {
       `${n(r.drain.waitedS)} s${r.drain.stillStoring ? ', still storing at the end' : ''}${queued}`,
     ]);
   }
+  for (const q of r.gatewayQueues ?? []) {
+    const total = Object.values(q.byLane).reduce((a, b) => a + b, 0);
+    if (total === 0) continue;
+    rows.push([
+      `left in ${q.gateway}'s queue`,
+      `${Object.entries(q.byLane)
+        .map(([lane, count]) => `${lane} ${n(count)}`)
+        .join(', ')}` +
+        (q.keptIn ? `; kept in ${q.keptIn} (start it again to deliver them)` : '; removed with the run'),
+    ]);
+  }
   rows.push(
     [
       'PUBACK latency p50 / p95 / p99 / max',
@@ -70,8 +87,33 @@ export function summaryRows(r: RunReport): [string, string][] {
       `${n(r.counts.connects)} / ${n(r.counts.reconnects)} (cut ${n(r.counts.flaps)}, power-offs ${n(r.counts.outages)})`,
     ],
     ['connected at the end', `${n(r.counts.connectedAtEnd)} of ${n(r.machines)}`],
-    ['sessions (link / unlink)', `${n(r.counts.links)} / ${n(r.counts.unlinks)}`],
+    ['sessions on machines (start / end)', `${n(r.counts.links)} / ${n(r.counts.unlinks)}`],
   );
+  if (r.access) {
+    const { desk, links, linkLatencyUs, stored } = r.access;
+    rows.push(
+      [
+        'members at the doors',
+        `${n(desk.arrivals)} arrived, ${n(desk.departures)} left, ${n(desk.inGym)} in the gym at the end; ` +
+          `taps: ${n(desk.checkInTaps)} in, ${n(desk.checkOutTaps)} out; longest wait at a door ${ms(desk.doorWaitMaxMs * 1000)}` +
+          (desk.noMemberFree ? `; ${n(desk.noMemberFree)} sessions with no member free` : ''),
+      ],
+      [
+        'taps on machines',
+        `${n(links.linkTaps)} to link: ${n(links.linked)} linked, ${n(links.denied)} denied; ${n(links.unlinkTaps)} to unlink`,
+      ],
+      [
+        'tap → link p50 / p95 / p99 / max',
+        `${ms(linkLatencyUs.p50)} / ${ms(linkLatencyUs.p95)} / ${ms(linkLatencyUs.p99)} / ${ms(linkLatencyUs.max)}`,
+      ],
+    );
+    if (stored)
+      rows.push([
+        'stored sessions / links',
+        `${n(stored.sessions)} sessions (${n(stored.sessionsEnded)} ended, ${n(stored.conflicts)} conflicts), ${n(stored.links)} machine links` +
+          (stored.waitedS ? ` (read after waiting ${n(stored.waitedS)} s for the cloud to apply them)` : ''),
+      ]);
+  }
   const bad = Object.values(r.counts.bad).reduce((a, b) => a + b, 0);
   if (bad > 0)
     rows.push([

@@ -33,6 +33,11 @@ export interface PersistedCounts {
     /** Neither acknowledged nor stored (in flight when the run ended, or refused by a full queue). */
     readonly unacked: number;
     readonly duplicated: number;
+    /**
+     * Acknowledged, not stored, but still in a gateway's durable queue when the run ended (late, not lost): counted
+     * by the coordinator once the gateways have stopped (run.ts); 0 until then.
+     */
+    readonly queued?: number;
   };
   readonly telemetry: {
     readonly sent: number;
@@ -47,11 +52,15 @@ export interface PersistedCounts {
   readonly bad: { readonly withMsgId: number; readonly stored: number };
   /** Up to 10 msgIds (or sample keys) acknowledged and not stored, for a first look. */
   readonly lostExamples: readonly string[];
+  /** The records acknowledged and not stored (at most MAX_LOST_LISTED), for the coordinator's final look. */
+  readonly lostRecords?: readonly { readonly msgId: string; readonly kind: string }[];
 }
+
+export const MAX_LOST_LISTED = 200_000;
 
 const CHUNK = 1_000;
 
-async function idsPresent(db: Db, collection: string, ids: readonly string[]): Promise<Set<string>> {
+export async function idsPresent(db: Db, collection: string, ids: readonly string[]): Promise<Set<string>> {
   const found = new Set<string>();
   for (let i = 0; i < ids.length; i += CHUNK) {
     const chunk = ids.slice(i, i + CHUNK);
@@ -106,14 +115,16 @@ export async function countPersisted(db: Db, ledgers: ReadonlyMap<string, Machin
   }
   let lost = 0;
   let unacked = 0;
+  const lostRecords: { msgId: string; kind: string }[] = [];
   for (const ledger of ledgers.values()) {
-    for (const msgId of ledger.sent) {
-      if (stored.has(msgId)) continue;
+    ledger.sent.forEach((msgId, i) => {
+      if (stored.has(msgId)) return;
       if (ledger.acked.has(msgId)) {
         lost += 1;
         if (lostExamples.length < 10) lostExamples.push(msgId);
+        if (lostRecords.length < MAX_LOST_LISTED) lostRecords.push({ msgId, kind: ledger.kinds[i]! });
       } else unacked += 1;
-    }
+    });
   }
   const bootIds = [...new Set([...ledgers.values()].map((ledger) => ledger.bootId))];
   let duplicated = 0;
@@ -126,21 +137,34 @@ export async function countPersisted(db: Db, ledgers: ReadonlyMap<string, Machin
   let tPersisted = 0;
   let tLost = 0;
   let tNotStored = 0;
-  for (const [machine, ledger] of ledgers) {
+  // One pass over the run's branches' buckets, not a query per machine: a MongoDB without the secondary index (the
+  // stand-in ignores non-unique indexes) would scan the collection once per machine — minutes for 2,000 machines.
+  const tracked = [...ledgers].filter(([, ledger]) => ledger.telemetry.seqs.length > 0);
+  const held = new Map<string, Set<string>>();
+  const branches = [...new Set(tracked.map(([, ledger]) => ledger.branch))];
+  if (tracked.length > 0) {
+    const cursor = db
+      .collection<{ _id: string; branch?: string; machine?: string; samples?: Record<string, Document> }>(
+        TELEMETRY_BUCKETS,
+      )
+      .find({ branch: { $in: branches } }, { projection: { branch: 1, machine: 1, samples: 1 } });
+    for await (const doc of cursor) {
+      if (typeof doc.machine !== 'string' || !ledgers.has(doc.machine)) continue;
+      if (ledgers.get(doc.machine)!.branch !== doc.branch) continue;
+      let keys = held.get(doc.machine);
+      if (!keys) held.set(doc.machine, (keys = new Set()));
+      for (const key of Object.keys(doc.samples ?? {})) keys.add(key);
+    }
+  }
+  for (const [machine, ledger] of tracked) {
     const { seqs, acked: ackedSeqs } = ledger.telemetry;
-    if (seqs.length === 0) continue;
-    const docs = await db
-      .collection<{ _id: string; samples?: Record<string, Document> }>(TELEMETRY_BUCKETS)
-      .find({ branch: ledger.branch, machine }, { projection: { samples: 1 } })
-      .toArray();
-    const held = new Set<string>();
-    for (const doc of docs) for (const key of Object.keys(doc.samples ?? {})) held.add(key);
+    const keys = held.get(machine);
     for (const seq of seqs) {
       const key = `${ledger.bootId}:${seq}`;
       const wasAcked = ackedSeqs.has(seq);
       tSent += 1;
       if (wasAcked) tAcked += 1;
-      if (held.has(key)) tPersisted += 1;
+      if (keys?.has(key)) tPersisted += 1;
       else if (wasAcked) {
         tLost += 1;
         if (lostExamples.length < 10) lostExamples.push(`${ledger.branch}:${machine} ${key}`);
@@ -159,5 +183,6 @@ export async function countPersisted(db: Db, ledgers: ReadonlyMap<string, Machin
     telemetry: { sent: tSent, acked: tAcked, persisted: tPersisted, lost: tLost, notStored: tNotStored },
     bad: { withMsgId: badIds.length, stored: badStored },
     lostExamples,
+    lostRecords,
   };
 }

@@ -4,6 +4,8 @@
  * merges them exactly: percentiles of the merged histogram, not averages of percentiles.
  */
 import type { BadPayloadKind } from '../bad-payloads.ts';
+import type { LinkStats } from '../fleet.ts';
+import { mergeDeskStats, type DeskStats } from '../front-desk.ts';
 import type { OutgoingKind } from '../machine.ts';
 import type { PersistedCounts } from './persisted.ts';
 import { addEncoded, latencyHistogram, mergeSeries, type Histogram, type SeriesPoint } from './series.ts';
@@ -20,6 +22,44 @@ export interface RunDrain {
   readonly waitedS: number;
   readonly stillStoring: boolean;
   readonly queuedAtEnd?: number;
+}
+
+/** Members at the doors and on the machines, as one process saw them. */
+export interface WorkerAccess {
+  readonly desk: DeskStats;
+  readonly links: LinkStats;
+  /** Tap on a machine → its `link` command, hdr compressed base64 ('' when none). */
+  readonly linkLatency: string;
+}
+
+/** What the hub stored of the members' visits (read back from MongoDB by the coordinator). */
+export interface StoredAccess {
+  /** Gym sessions of the run's branches (conflicts apart), and those ended. */
+  readonly sessions: number;
+  readonly sessionsEnded: number;
+  /** Sessions recorded as a `conflict`: a second check-in while one was open (one tap counted twice, or a bug). */
+  readonly conflicts: number;
+  /** Machine links recorded for the run's branches. */
+  readonly links: number;
+  /** How long the read-back waited for the cloud to apply the last decisions, s. */
+  readonly waitedS?: number;
+}
+
+export interface GatewayQueueLeft {
+  readonly gateway: string;
+  /** Entries left, by lane (access, records, telemetry). */
+  readonly byLane: Readonly<Record<string, number>>;
+  /** Where its data directory was kept (so it can be started again to deliver them); absent: removed. */
+  readonly keptIn?: string | undefined;
+}
+
+export interface AccessReport {
+  /** Summed over the processes (doorWaitMaxMs: the longest). */
+  readonly desk: DeskStats;
+  readonly links: LinkStats;
+  /** Tap → link, µs. */
+  readonly linkLatencyUs: LatencySummary;
+  readonly stored?: StoredAccess | undefined;
 }
 
 export interface WorkerResult {
@@ -42,6 +82,8 @@ export interface WorkerResult {
   readonly bad: Record<BadPayloadKind, number>;
   readonly links: number;
   readonly unlinks: number;
+  /** Runs with front desks (provisioned members): check-ins and links. */
+  readonly access?: WorkerAccess | undefined;
   /** PUBACK latency, hdr compressed base64 ('' when empty). */
   readonly latency: string;
   readonly series: SeriesPoint[];
@@ -126,6 +168,10 @@ export interface RunReport {
     readonly links: number;
     readonly unlinks: number;
   };
+  /** What each of the run's gateways still held in its durable queue when it stopped, and where it was kept. */
+  readonly gatewayQueues?: readonly GatewayQueueLeft[] | undefined;
+  /** Check-ins at the doors and links at the machines (runs with provisioned members). */
+  readonly access?: AccessReport | undefined;
   /** Absent when the run had no MongoDB to read back from. */
   readonly persisted?: PersistedCounts | undefined;
   /** The longest wait for MongoDB over the processes, and whether any was still storing at its end. */
@@ -167,6 +213,33 @@ function sumPersisted(all: readonly PersistedCounts[]): PersistedCounts | undefi
     telemetry: add((p) => p.telemetry),
     bad: add((p) => p.bad),
     lostExamples: all.flatMap((p) => p.lostExamples).slice(0, 10),
+    lostRecords: all.flatMap((p) => p.lostRecords ?? []),
+  };
+}
+
+function mergeAccess(all: readonly WorkerAccess[]): AccessReport | undefined {
+  if (all.length === 0) return undefined;
+  const sum = (pick: (l: LinkStats) => number) => all.reduce((total, a) => total + pick(a.links), 0);
+  const deniedBy: Record<string, number> = {};
+  for (const a of all)
+    for (const [why, count] of Object.entries(a.links.deniedBy)) deniedBy[why] = (deniedBy[why] ?? 0) + count;
+  const h = latencyHistogram();
+  for (const a of all) addEncoded(h, a.linkLatency);
+  const linkLatencyUs = summarize(h);
+  h.destroy();
+  return {
+    desk: mergeDeskStats(all.map((a) => a.desk)),
+    links: {
+      sessionsWithMember: sum((l) => l.sessionsWithMember),
+      linkTaps: sum((l) => l.linkTaps),
+      unlinkTaps: sum((l) => l.unlinkTaps),
+      linked: sum((l) => l.linked),
+      denied: sum((l) => l.denied),
+      deniedBy,
+      unlinked: sum((l) => l.unlinked),
+      unanswered: sum((l) => l.unanswered),
+    },
+    linkLatencyUs,
   };
 }
 
@@ -245,6 +318,7 @@ export function mergeResults(info: RunInfo, results: readonly WorkerResult[]): R
       links: sum((r) => r.links),
       unlinks: sum((r) => r.unlinks),
     },
+    access: mergeAccess(results.flatMap((r) => (r.access ? [r.access] : []))),
     persisted,
     drain: results.some((r) => r.drain)
       ? {
