@@ -103,6 +103,16 @@ async function startChild(
   return child;
 }
 
+/** A database that dies leaves a hub that only fails: say so and stop, as for the Node children. */
+function watch(name: string, service: RunningService): void {
+  void service.exited.then(({ code, signal }) => {
+    if (stopping === undefined) {
+      say(`${name} exited (${signal ?? code}); stopping the hub`);
+      void stopAll(1);
+    }
+  });
+}
+
 const answersOk = (url: string) => async () => (await fetch(url).catch(() => undefined))?.ok === true;
 
 process.on('SIGINT', () => void stopAll(0));
@@ -118,8 +128,14 @@ try {
     const mongo: RunningService = await startMongo({
       storage: { kind: 'h2', file: path.join(dir, 'nxg.mv.db') },
       detached: true,
+      // It logs only warnings and errors (an OutOfMemoryError ends it): they belong on the hub's output — but for
+      // the indexes it accepts and ignores (ARCHITECTURE "MongoDB-compatible server"), one line per index at start.
+      onLine: (line) => {
+        if (!line.includes('is not yet implemented. ignoring')) say(`mongo: ${line}`);
+      },
     });
     stoppers.push(() => mongo.stop());
+    watch('the MongoDB-compatible server', mongo);
     mongoUrl = `${mongo.url}/nxg`;
     say(`MongoDB-compatible server  ${mongo.url}  (data: ${dir}, pid ${mongo.pid})`);
   } else {
@@ -131,6 +147,7 @@ try {
     await mkdir(dir, { recursive: true });
     const redis: RunningService = await startRedis({ dataDir: dir, detached: true });
     stoppers.push(() => redis.stop());
+    watch('Redis', redis);
     redisUrl = redis.url;
     say(`Redis                      ${redis.url}  (data: ${dir}, pid ${redis.pid})`);
   } else {

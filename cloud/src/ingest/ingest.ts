@@ -115,6 +115,8 @@ export async function startIngest(options: IngestOptions): Promise<Ingest> {
     maxQueued: config.maxQueuedBatches,
     holdMs: options.holdMs ?? 2_000,
     maxHeld: 16,
+    // Door decisions first, then records, then telemetry (keys end in their lane, telemetry in `/0` or `/1`).
+    priority: (key) => (key.endsWith('/access') ? 0 : key.endsWith('/records') ? 1 : 2),
     work: async (batch) => {
       updateGauges();
       try {

@@ -56,6 +56,45 @@ describe('ingest work queue (bounded, per-lane order, never holds the broker for
     expect({ running: queue.running, queued: queue.queued }).to.deep.equal({ running: 0, queued: 0 });
   });
 
+  it('with priorities, a free writer takes the lowest-priority runnable key first (ties in arrival order)', async () => {
+    const started: string[] = [];
+    const gates = new Map<string, ReturnType<typeof gate>>();
+    const queue = createWorkQueue<string>({
+      concurrency: 1,
+      maxQueued: 10,
+      holdMs: 1_000,
+      maxHeld: 4,
+      priority: (key) => (key.endsWith('/access') ? 0 : key.endsWith('/records') ? 1 : 2),
+      work: async (item) => {
+        started.push(item);
+        const g = gate();
+        gates.set(item, g);
+        await g.opened;
+      },
+      onShed: () => expect.fail('nothing should be shed'),
+    });
+    // Telemetry first takes the only writer; then a backlog of telemetry, records and access arrives.
+    for (const [key, item] of [
+      ['gw/telemetry/0', 't1'],
+      ['gw/telemetry/1', 't2'],
+      ['gw/records', 'r1'],
+      ['gw2/telemetry/0', 't3'],
+      ['gw/access', 'a1'],
+      ['gw2/access', 'a2'],
+      ['gw/records', 'r2'],
+    ] as const)
+      queue.offer(key, item, () => undefined);
+    const finish = async (item: string) => {
+      gates.get(item)!.open();
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    for (const item of ['t1', 'a1', 'a2', 'r1', 'r2', 't2']) await finish(item);
+    // Access in arrival order, then records (one lane: in order), then telemetry in arrival order.
+    expect(started).to.deep.equal(['t1', 'a1', 'a2', 'r1', 'r2', 't2', 't3']);
+    await finish('t3');
+    await queue.close();
+  });
+
   it('holds the sender while full, admits it when room is made, and sheds it after holdMs', async () => {
     clock = sinon.useFakeTimers();
     const shed: string[] = [];

@@ -9,7 +9,9 @@
  * `maxHeld` senders are held at once, the others are dropped at once. Nothing waits forever.
  *
  * Work runs at most `concurrency` at a time, and one at a time per key (a gateway's lane), so a lane's batches are
- * written in the order they came and one busy lane cannot take every writer.
+ * written in the order they came and one busy lane cannot take every writer. With `priority`, a free writer takes
+ * the runnable key of the lowest priority first (ties in arrival order): a gateway's door decisions and records are
+ * not left behind its telemetry backlog when MongoDB cannot keep up with everything.
  */
 export interface WorkQueueOptions<T> {
   concurrency: number;
@@ -23,6 +25,8 @@ export interface WorkQueueOptions<T> {
   maxHeld: number;
   /** Must not throw; its rejection is ignored (report errors inside it). */
   work: (item: T) => Promise<void>;
+  /** A key's priority, lower first (default: all equal, first come first served). */
+  priority?: (key: string) => number;
   /** A batch dropped because the queue stayed full (or is closed). */
   onShed: (item: T) => void;
 }
@@ -75,9 +79,25 @@ export function createWorkQueue<T>(options: WorkQueueOptions<T>): WorkQueue<T> {
     }
   };
 
+  const priority = options.priority;
+  /** The next runnable key: the first of the lowest priority (`ready` holds a few keys per gateway at most). */
+  const takeReady = (): string => {
+    if (!priority) return ready.shift()!;
+    let best = 0;
+    let bestPriority = priority(ready[0]!);
+    for (let i = 1; i < ready.length; i++) {
+      const p = priority(ready[i]!);
+      if (p < bestPriority) {
+        best = i;
+        bestPriority = p;
+      }
+    }
+    return ready.splice(best, 1)[0]!;
+  };
+
   const pump = () => {
     while (running < options.concurrency && ready.length > 0) {
-      const key = ready.shift()!;
+      const key = takeReady();
       const lane = lanes.get(key)!;
       const item = lane.items.shift()!;
       queued -= 1;
