@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { createHook } from 'node:async_hooks';
 import type { Connection } from 'mongoose';
 import { pino } from 'pino';
 import { createManualClock } from '../../../tools/runtime/clock.ts';
@@ -102,7 +103,7 @@ describe('scheduled jobs: telemetry and dead-letter retention (agenda on the Mon
       jobs = await startJobs({
         ...jobsOptions(`${testServices().mongoUrl}/${dbName}`),
         connectTimeoutMs: 2_000,
-        // Agenda leaves a lockLifetime/2 timer behind after a run: short, so the test process exits promptly.
+        // Short: agenda's lock watchdog re-arms a (referenced) timer of half of it while a run lasts longer.
         lockLifetimeMs: 2_000,
       });
     });
@@ -145,6 +146,37 @@ describe('scheduled jobs: telemetry and dead-letter retention (agenda on the Mon
       }
       expect(runs).to.equal(2);
     });
+  });
+
+  it("leaves no timer of agenda's that keeps the process alive after a run and stop() (default lock lifetime)", async () => {
+    // Every timer agenda's JobProcessor arms while this test runs, with where it was armed.
+    const armed: { timer: NodeJS.Timeout; stack: string }[] = [];
+    const hook = createHook({
+      init(_id, type, _trigger, resource) {
+        if (type !== 'Timeout') return;
+        const limit = Error.stackTraceLimit;
+        Error.stackTraceLimit = 30;
+        const stack = new Error().stack ?? '';
+        Error.stackTraceLimit = limit;
+        if (stack.includes('agenda/dist/JobProcessor.js')) armed.push({ timer: resource as NodeJS.Timeout, stack });
+      },
+    });
+    // Agenda's collection in a database of its own: the schedule checks below expect one retention job.
+    const agendaDb = uniqueDbName('jobs-timers');
+    let jobs: Jobs | undefined;
+    hook.enable();
+    try {
+      jobs = await startJobs({ ...jobsOptions(`${testServices().mongoUrl}/${agendaDb}`), connectTimeoutMs: 2_000 });
+      await jobs.runRetentionNow();
+    } finally {
+      hook.disable();
+      await jobs?.stop();
+      await mongo.getClient().db(agendaDb).dropDatabase();
+    }
+    // The run armed its lock watchdog (5 minutes here), which agenda 6.2.6 never clears.
+    const watchdogs = armed.filter((a) => a.stack.includes('checkIfJobIsStillAlive'));
+    expect(watchdogs, 'no lock watchdog seen: did agenda change?').to.have.length.greaterThan(0);
+    expect(watchdogs.filter((a) => a.timer.hasRef()).map((a) => a.stack)).to.deep.equal([]);
   });
 
   it('fails to start with a clear error, and no unhandled rejection, when MongoDB cannot be reached', async () => {

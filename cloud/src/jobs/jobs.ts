@@ -25,7 +25,7 @@ export interface Jobs {
    * Defines a repeating job of another domain (e.g. finishing pending GDPR deletions) and schedules it every
    * `everyMinutes`, keeping an existing schedule across restarts. A failed run is logged; it runs again next time.
    * `lockLifetimeMs`: how long a node may hold this job before another may take it (default: startJobs'
-   * lockLifetimeMs); agenda leaves a timer of half of it running after each run, so tests that run it pass a short one.
+   * lockLifetimeMs).
    */
   repeat(
     name: string,
@@ -58,8 +58,8 @@ export async function startJobs({
   connectTimeoutMs: number;
   /**
    * How long a node may hold a job before another may take it. Agenda 6.2.6 leaves a timer of half this running
-   * after every job run (its lock watchdog, `checkIfJobIsStillAlive`, is never cleared), which keeps a process
-   * that ran a job alive that long after stop(): tests that run a job pass a short one.
+   * after every job run (its lock watchdog, `checkIfJobIsStillAlive`, is never cleared); it no longer keeps the
+   * process alive (releaseRunWatchdogs).
    */
   lockLifetimeMs?: number;
 }): Promise<Jobs> {
@@ -113,6 +113,8 @@ export async function startJobs({
 
   try {
     await agenda.start();
+    // start() made the job processor; its first run needs a database round trip yet, so none ran before this.
+    releaseRunWatchdogs(agenda, log);
     await scheduleEvery(
       agenda,
       client.db().collection(JOBS_COLLECTION),
@@ -165,6 +167,35 @@ export async function startJobs({
       }
       log.info('scheduled jobs stopped');
     },
+  };
+}
+
+/**
+ * Agenda 6.2.6 arms a lock watchdog for every job run (JobProcessor.runOrRetry → checkIfJobIsStillAlive: a
+ * setTimeout of lockLifetime / 2, 5 minutes by default, re-armed while the job runs) and never clears it, not even in
+ * stop(): a process that ran a job stays alive that long after stop() (a test process with in-process clouds did
+ * not exit). The timers agenda arms while it starts a run — synchronously, inside runOrRetry: the watchdog's first
+ * one — are unref'd here: they still fire while the process lives, they just no longer keep it alive by themselves
+ * (while the cloud runs, its servers and connections do). Only a run longer than lockLifetime / 2 re-arms a
+ * referenced one, as short. Checked by jobs.test.ts; remove once agenda clears its own timers.
+ */
+function releaseRunWatchdogs(agenda: Agenda, log: Logger): void {
+  type RunOrRetry = (this: unknown, job: unknown) => Promise<void>;
+  const processor = (agenda as unknown as { jobProcessor?: { runOrRetry?: RunOrRetry } }).jobProcessor;
+  const runOrRetry = processor?.runOrRetry;
+  if (!processor || typeof runOrRetry !== 'function') {
+    log.warn('agenda has no JobProcessor.runOrRetry (a new agenda version?): its run watchdogs stay referenced');
+    return;
+  }
+  processor.runOrRetry = function (job) {
+    const setTimeoutRef = globalThis.setTimeout;
+    globalThis.setTimeout = ((...args: Parameters<typeof setTimeoutRef>) =>
+      setTimeoutRef(...args).unref()) as unknown as typeof setTimeoutRef;
+    try {
+      return runOrRetry.call(processor, job);
+    } finally {
+      globalThis.setTimeout = setTimeoutRef;
+    }
   };
 }
 

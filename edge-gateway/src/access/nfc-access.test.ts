@@ -20,7 +20,6 @@ import type { GatewayConfig } from '../config.ts';
 import { startGateway } from '../gateway.ts';
 import { allowListCommands, configCommand, configDocument, newSigningKey } from '../testing/access-fixtures.ts';
 import { eventually } from '../testing/stand-in-cloud.ts';
-import { insertVirtualCard } from '../testing/virtual-card.ts';
 import {
   startVirtualReaders,
   VIRTUAL_READER_NAMES,
@@ -141,7 +140,7 @@ const unavailable = virtualReadersUnavailable();
           'the NFC reader connected',
           20_000,
         );
-        const card = await insertVirtualCard({ port: readers.ports[0], uid });
+        const card = await readers.insertCard(0, { uid });
         try {
           await eventually(() => seen.length === 1, 'a decision for the card', 15_000);
         } finally {

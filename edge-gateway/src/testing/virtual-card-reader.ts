@@ -10,12 +10,21 @@
  * free port P ("Virtual PCD 00 00") and P + 1 ("Virtual PCD 00 01"); vpcd listens on all interfaces.
  *
  * stop() ends pcscd by its PID; start() runs it again on the same socket and ports (a PC/SC service restart).
+ *
+ * Cards: insertCard(index, …) puts a virtual card on a reader. Its `reported` resolves once pcscd has reported it
+ * ("Card inserted into <reader>" in pcscd's log), and its remove() of a reported card resolves once pcscd has
+ * reported it gone ("Card Removed From <reader>", written after pcscd's reader state changed). Only then may the next
+ * card go on that reader: vpcd checks for a card about every 400 ms, and a card that left and a new one that came
+ * between two checks are one card to pcscd — no removal, no insertion, the new card never read (see virtual-card.ts).
+ * A card taken away before pcscd reported it may go unreported altogether (vpcd asked for its ATR, pcscd's power-up
+ * found it gone): wait for `reported` (or its scan) before taking a card away.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { insertVirtualCard, type VirtualCard, type VirtualCardOptions } from './virtual-card.ts';
 import {
   findExecutable,
   ServiceStartError,
@@ -50,9 +59,23 @@ export interface VirtualReaders {
   start(): Promise<void>;
   /** Ends pcscd (SIGTERM, or SIGKILL with `kill: true`); resolves once it has exited. */
   stop(options?: { kill?: boolean }): Promise<void>;
+  /**
+   * Puts a card on reader `index` (0: "Virtual PCD 00 00", 1: "Virtual PCD 00 01"); its remove() resolves once pcscd
+   * has reported it gone (or pcscd is not running), so that the next card on that reader is seen as a new card.
+   */
+  insertCard(index: 0 | 1, card: Omit<VirtualCardOptions, 'port' | 'host'>): Promise<ReaderCard>;
   /** Stops pcscd and removes the folder. */
   dispose(): Promise<void>;
 }
+
+/** A card on one of the virtual readers (VirtualReaders.insertCard). */
+export interface ReaderCard extends VirtualCard {
+  /** Resolves once pcscd has reported the card inserted (it polls about every 400 ms). */
+  readonly reported: Promise<void>;
+}
+
+/** How long a removed card may take to be reported by pcscd (it checks every 400 ms). */
+const REMOVAL_REPORT_TIMEOUT_MS = 10_000;
 
 export async function startVirtualReaders(): Promise<VirtualReaders> {
   const unavailable = virtualReadersUnavailable();
@@ -64,10 +87,24 @@ export async function startVirtualReaders(): Promise<VirtualReaders> {
   await mkdir(confDir);
   let service: ServiceProcess | undefined;
   let ports: [number, number] = [0, 0];
+  // pcscd's "Card inserted into" / "Card Removed From <reader>" lines so far, per reader, across restarts; and who
+  // waits for the next.
+  const insertions = VIRTUAL_READER_NAMES.map(() => 0);
+  const removals = VIRTUAL_READER_NAMES.map(() => 0);
+  const waiters = new Set<() => void>();
+  const onPcscdLine = (line: string) => {
+    const event = /Card (inserted into|Removed From) (.+?)\s*$/.exec(line);
+    const index = event ? VIRTUAL_READER_NAMES.indexOf(event[2] as (typeof VIRTUAL_READER_NAMES)[number]) : -1;
+    if (!event || index < 0) return;
+    const counts = event[1] === 'inserted into' ? insertions : removals;
+    counts[index] = (counts[index] ?? 0) + 1;
+    for (const wake of waiters) wake();
+  };
 
   const launch = async (): Promise<ServiceProcess> => {
     const proc = await spawnService({
       name: 'pcscd',
+      onLine: onPcscdLine,
       command: 'unshare',
       args: [
         '--mount',
@@ -81,6 +118,10 @@ export async function startVirtualReaders(): Promise<VirtualReaders> {
         runDir,
         confDir,
       ],
+    });
+    // A pcscd that ends reports no more removals: nobody may wait for one.
+    void proc.exited.then(() => {
+      for (const wake of waiters) wake();
     });
     try {
       await proc.waitForLine(/daemon ready/, 10_000);
@@ -117,6 +158,33 @@ export async function startVirtualReaders(): Promise<VirtualReaders> {
     }
   }
 
+  /**
+   * Resolves once pcscd has logged more than `before` removals from reader `index`, or once `pcscd` (the process that
+   * saw the card) has exited: its successor never knew the card.
+   */
+  const removalReported = (pcscd: ServiceProcess, index: number, before: number, uid: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        if ((removals[index] ?? 0) <= before && pcscd.exitStatus() === null) return;
+        finish();
+        resolve();
+      };
+      const finish = () => {
+        clearTimeout(timer);
+        waiters.delete(check);
+      };
+      const timer = setTimeout(() => {
+        finish();
+        reject(
+          new Error(
+            `virtual readers: pcscd did not report card ${uid} removed from ${VIRTUAL_READER_NAMES[index]} within ${REMOVAL_REPORT_TIMEOUT_MS} ms\n${pcscd.recentOutput()}`,
+          ),
+        );
+      }, REMOVAL_REPORT_TIMEOUT_MS);
+      waiters.add(check);
+      check();
+    });
+
   const readers: VirtualReaders = {
     socketPath: path.join(runDir, 'pcscd.comm'),
     get ports() {
@@ -134,6 +202,38 @@ export async function startVirtualReaders(): Promise<VirtualReaders> {
       service = undefined;
       if (!running) return;
       await running.stop(options.kill ? 0 : 5_000);
+    },
+    async insertCard(index, options) {
+      const pcscd = service;
+      const insertedBefore = insertions[index] ?? 0;
+      const removedBefore = removals[index] ?? 0;
+      const isReported = () => (insertions[index] ?? 0) > insertedBefore;
+      const card = await insertVirtualCard({ ...options, port: ports[index] });
+      const reported = new Promise<void>((resolve) => {
+        const check = () => {
+          if (!isReported()) return;
+          waiters.delete(check);
+          resolve();
+        };
+        waiters.add(check);
+        check();
+      });
+      let removing: Promise<void> | undefined;
+      return {
+        uid: card.uid,
+        apdus: card.apdus,
+        powered: card.powered,
+        closed: card.closed,
+        reported,
+        remove() {
+          removing ??= (async () => {
+            await card.remove();
+            // pcscd reports the removal of a card it reported; of one it never reported, nothing.
+            if (isReported() && pcscd) await removalReported(pcscd, index, removedBefore, card.uid);
+          })();
+          return removing;
+        },
+      };
     },
     async dispose() {
       await readers.stop();

@@ -9,13 +9,22 @@
  * the ATR); a longer one is a command APDU, answered with a response APDU. vpcd writes the length and the payload
  * in separate segments, so frames are reassembled from the stream.
  *
+ * Taking a card away (remove()) is seen by vpcd only at its next presence check: pcscd asks the driver about every
+ * 400 ms, and vpcd then sends "get ATR" to the connected card, or accepts a waiting connection and asks it. So a card
+ * that closed its socket and a new card that connected before that check look to pcscd like ONE card that stayed on
+ * the reader: no removal, no insertion, and a PC/SC client never sees the second card. remove() therefore
+ * half-closes the socket, answers nothing more, and resolves only when vpcd has dropped the connection (at that check,
+ * or when a command it was waiting on failed); VirtualReaders.insertCard (virtual-card-reader.ts) also waits for
+ * pcscd to report the removal, which is what a test putting the next card on the same reader needs.
+ *
  * The card presents the PC/SC Part 3 ATR of a storage card (byte 5 = 0x4F), which is what makes nfc-pcsc ask for
  * the UID without an AID, and answers the PC/SC pseudo-APDUs of contactless readers:
  *   - GET DATA      `FF CA 00 00 Le` → the UID and 90 00;
  *   - READ BINARY   `FF B0 00 <block> Le` → Le bytes of the memory from that block and 90 00.
- * Two kinds: `type2` (NFC Forum Type 2 tag — NTAG21x / MIFARE Ultralight: 4-byte pages, readable without keys,
- * optionally with an NDEF message, see type2TagMemory) and `classic` (MIFARE Classic 1K: the UID only; a read is
- * refused with 69 82 as on a real card without authentication).
+ * Three kinds: `type2` (NFC Forum Type 2 tag — NTAG21x / MIFARE Ultralight: 4-byte pages, readable without keys,
+ * optionally with an NDEF message, see type2TagMemory), `classic` (MIFARE Classic 1K: the UID only; a read is
+ * refused with 69 82 as on a real card without authentication) and `iso14443-4` (a phone, or a DESFire card: the
+ * ATR of an ISO 14443-4 card without historical bytes, which nfc-pcsc will not read without an application id).
  */
 import net from 'node:net';
 
@@ -24,6 +33,11 @@ export const VPCD_CONTROL = { powerOff: 0, powerOn: 1, reset: 2, getAtr: 4 } as 
 /** PC/SC Part 3 ATRs (card name in bytes 13–14: 00 03 MIFARE Ultralight / NTAG, 00 01 MIFARE Classic 1K). */
 export const ATR_TYPE2 = Buffer.from('3b8f8001804f0ca0000003060300030000000068', 'hex');
 export const ATR_MIFARE_CLASSIC_1K = Buffer.from('3b8f8001804f0ca000000306030001000000006a', 'hex');
+/** PC/SC Part 3 ATR of an ISO 14443-4 card without historical bytes (e.g. a phone's card emulation). */
+export const ATR_ISO14443_4 = Buffer.from('3b80800101', 'hex');
+
+/** How long remove() waits for vpcd to drop the card (its presence check comes about every 400 ms). */
+const REMOVE_TIMEOUT_MS = 5_000;
 
 const SW_OK = Buffer.from([0x90, 0x00]);
 const SW_WRONG_P1P2 = Buffer.from([0x6b, 0x00]);
@@ -31,7 +45,7 @@ const SW_SECURITY = Buffer.from([0x69, 0x82]);
 const SW_INS_NOT_SUPPORTED = Buffer.from([0x6d, 0x00]);
 const SW_CLA_NOT_SUPPORTED = Buffer.from([0x6e, 0x00]);
 
-export type VirtualCardKind = 'type2' | 'classic';
+export type VirtualCardKind = 'type2' | 'classic' | 'iso14443-4';
 
 export interface VirtualCardOptions {
   /** vpcd's port for the reader to put the card on (its CHANNELID; the second reader is port + 1). */
@@ -53,7 +67,10 @@ export interface VirtualCard {
   readonly apdus: readonly string[];
   /** Resolves once vpcd has asked for the ATR (the reader has seen the card). */
   readonly powered: Promise<void>;
-  /** Takes the card off the reader (closes the socket); resolves once closed. */
+  /**
+   * Takes the card off the reader: half-closes the socket and answers nothing more (a command in flight fails);
+   * resolves once vpcd has dropped the connection, within about one presence check (see above). Idempotent.
+   */
   remove(): Promise<void>;
   /** Settles when the socket closes for any reason (removed, or vpcd/pcscd went away). */
   readonly closed: Promise<void>;
@@ -66,12 +83,13 @@ export async function insertVirtualCard(options: VirtualCardOptions): Promise<Vi
     throw new Error(`virtual card: UID must be 4, 7 or 10 bytes of hex, got ${JSON.stringify(options.uid)}`);
   }
   const kind = options.kind ?? 'type2';
-  const atr = kind === 'classic' ? ATR_MIFARE_CLASSIC_1K : ATR_TYPE2;
+  const atr = { type2: ATR_TYPE2, classic: ATR_MIFARE_CLASSIC_1K, 'iso14443-4': ATR_ISO14443_4 }[kind];
   const memory = options.memory ?? type2TagMemory(uid.toString('hex'));
   const apdus: string[] = [];
 
   const socket = net.connect({ port: options.port, host: options.host ?? '127.0.0.1' });
   socket.setNoDelay(true);
+  let removing: Promise<void> | undefined;
   let markPowered: () => void = () => {};
   const powered = new Promise<void>((resolve) => (markPowered = resolve));
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
@@ -102,6 +120,7 @@ export async function insertVirtualCard(options: VirtualCardOptions): Promise<Vi
     }
     if (ins === 0xb0) {
       if (kind === 'classic') return SW_SECURITY;
+      if (kind === 'iso14443-4') return SW_INS_NOT_SUPPORTED;
       const block = (p1 << 8) | p2;
       const offset = block * 4;
       const length = le === 0 ? 256 : le;
@@ -113,6 +132,8 @@ export async function insertVirtualCard(options: VirtualCardOptions): Promise<Vi
 
   let pending = Buffer.alloc(0);
   socket.on('data', (chunk: Buffer) => {
+    // Taken away: vpcd's next request gets no answer, only the end of the stream.
+    if (removing) return;
     pending = Buffer.concat([pending, chunk]);
     while (pending.length >= 2) {
       const length = pending.readUInt16BE(0);
@@ -130,7 +151,7 @@ export async function insertVirtualCard(options: VirtualCardOptions): Promise<Vi
       const response = answer(payload);
       if (options.readDelayMs && payload[1] === 0xb0) {
         setTimeout(() => {
-          if (!socket.destroyed) send(response);
+          if (!removing && !socket.destroyed) send(response);
         }, options.readDelayMs);
       } else {
         send(response);
@@ -143,10 +164,16 @@ export async function insertVirtualCard(options: VirtualCardOptions): Promise<Vi
     apdus,
     powered,
     closed,
-    async remove() {
-      socket.end();
-      socket.destroySoon();
-      await closed;
+    remove() {
+      removing ??= (async () => {
+        // FIN only: vpcd's next read on this connection ends (its presence check, or the answer to a command it is
+        // waiting for), and vpcd closes its side. A vpcd that never comes back (pcscd hung) must not hang the test.
+        socket.end();
+        const timer = setTimeout(() => socket.destroy(), REMOVE_TIMEOUT_MS);
+        await closed;
+        clearTimeout(timer);
+      })();
+      return removing;
     },
   };
 }

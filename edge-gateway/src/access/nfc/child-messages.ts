@@ -19,7 +19,8 @@ export type ChildMessage =
       /** Why no token was read (a card without one says so too); for debug logs. */
       readonly noToken?: string;
     }
-  | { readonly type: 'card-off'; readonly readerName: string; readonly uid?: string }
+  /** The card of an earlier `card` message (same UID) was taken away; sent after that `card` message. */
+  | { readonly type: 'card-off'; readonly readerName: string; readonly uid: string }
   | { readonly type: 'reader-error'; readonly readerName: string; readonly message: string }
   /** The PC/SC context failed (pcscd stopped, …): the child is done and the gateway starts another. */
   | { readonly type: 'pcsc-error'; readonly message: string };

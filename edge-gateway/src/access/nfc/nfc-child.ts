@@ -82,7 +82,12 @@ function watch(reader: Reader): void {
   // A card taken away while its token is being read: its scan (the UID was read) still goes first, then card-off.
   let reading: Promise<void> = Promise.resolve();
   reader.on('card.off', (card: NfcCard) => {
-    void reading.then(() => send({ type: 'card-off', readerName, uid: card.uid }));
+    // nfc-pcsc says card.off for every card that left, also for one it never reported (no `card` event: its UID
+    // could not be read — taken away during GET DATA, a phone or other ISO 14443-4 card, or a card pcscd still
+    // listed when this child started that was already gone). No scan was sent for such a card, so no card-off either.
+    const uid = card.uid;
+    if (!uid) return;
+    void reading.then(() => send({ type: 'card-off', readerName, uid }));
   });
   reader.on('card', (card: NfcCard) => {
     const uid = card.uid;

@@ -7,7 +7,7 @@
  *     that stops beating (blocked in native code) is killed, one that fails exits;
  *   - after any failure: status `no-pcsc` (socket refused) or `error`, and another attempt after a backoff with
  *     jitter (1 s doubling to 30 s by default).
- * Events: `scan` for each card put on a reader ({readerName, uid, token?}), `card-off` when it is taken away,
+ * Events: `scan` for each card put on a reader ({readerName, uid, token?}), `card-off` when that card is taken away,
  * `status` whenever status() changes. What a scan means (which ReaderId a reader name is, allow or deny) is decided
  * by the caller. The token, when the card carries one, is read from an NDEF Text record (see ndef.ts).
  */
@@ -49,7 +49,8 @@ export interface NfcScan {
 
 export interface NfcCardOff {
   readonly readerName: string;
-  readonly uid?: string;
+  /** The UID of the scan this card gave (card-off only follows a scan). */
+  readonly uid: string;
 }
 
 export interface NfcEvents {
@@ -228,8 +229,10 @@ export function startNfcReaders(options: NfcReadersOptions): NfcReaders {
         return;
       }
       case 'card-off':
+        // A card whose UID was refused above gave no scan: no card-off for it either.
+        if (!NFC_UID_PATTERN.test(msg.uid)) return;
         readers.set(msg.readerName, { name: msg.readerName, cardPresent: false });
-        emitter.emit('card-off', { readerName: msg.readerName, ...(msg.uid ? { uid: msg.uid } : {}) });
+        emitter.emit('card-off', { readerName: msg.readerName, uid: msg.uid });
         publish();
         return;
       case 'reader-error':
