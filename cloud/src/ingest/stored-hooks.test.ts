@@ -5,7 +5,7 @@ import { asBranchId, asGatewayId, asMachineId } from '../../../protocol/index.ts
 import { connectMongoose, connectTestRedis, uniqueDbName, type TestRedis } from '../../../test/helpers/services.ts';
 import { eventually } from '../../../test/helpers/eventually.ts';
 import { RECORD_COLLECTIONS, type RecordDocument } from './store.ts';
-import type { StoredContext, StoredRecord } from './stored-hooks.ts';
+import { RetryLater, type StoredContext, type StoredRecord } from './stored-hooks.ts';
 import { T0, TestGateway, batchId, machineRecords, startIngestFixture, type IngestFixture } from './testing.ts';
 
 const branch = asBranchId('demo');
@@ -195,5 +195,42 @@ describe('ingest.onStored: durable handlers on newly stored records (real Aedes,
     const doc = await workouts().findOne({ _id: record.payload.msgId });
     expect(doc?.['pending']).to.deep.equal([]);
     expect(doc?.['failedHooks']).to.deep.equal(['test-poison']);
+  });
+
+  it('retries a run deferred with RetryLater without counting failures, in stored order', async () => {
+    const { fixture, gw } = await start(asGatewayId('gw-hooks-4'));
+    const runs: string[][] = [];
+    let deferrals = 0;
+    fixture.ingest.onStored(
+      'workout',
+      (records) => {
+        runs.push(records.map((r) => r.msgId));
+        // Longer than the failures after which a failing record is parked (10): waiting is no failure.
+        if (deferrals++ < 12) return Promise.reject(new RetryLater('waits for another record'));
+        return Promise.resolve();
+      },
+      { name: 'test-deferred' },
+    );
+    const first = machineRecords(machine, { ts: T0 });
+    const earlier = [first.workout(), first.workout(), first.workout()];
+    await gw.send('records', { batchId: batchId(), records: earlier });
+    await until('first run', () => expect(runs).to.have.length(1));
+    clock.advance(1_000);
+    const later = [machineRecords(machine, { ts: T0 + 60_000 }).workout()];
+    await gw.send('records', { batchId: batchId(), records: later });
+    await until('second batch run', () => expect(runs).to.have.length(2));
+    const ids = (records: { payload: { msgId: string } }[]) => records.map((r) => r.payload.msgId);
+    for (let i = 0; i < 12; i++) {
+      clock.advance(6_000);
+      await fixture.ingest.sweepStored();
+    }
+    // Every sweep hands both batches over again, the older one first.
+    expect(runs.at(-1)).to.deep.equal([...ids(earlier), ...ids(later)]);
+    for (const id of [...ids(earlier), ...ids(later)]) {
+      const doc = await workouts().findOne({ _id: id as never });
+      expect(doc?.['pending']).to.deep.equal([]);
+      expect(doc).to.not.have.property('hookFailures');
+      expect(doc).to.not.have.property('failedHooks');
+    }
   });
 });

@@ -11,6 +11,11 @@
  *   after a handler failure, after a crash, or when too many runs were in flight to start one (backpressure never
  *   holds ingest). After `maxAttempts` failures a record is parked (`failedHooks`) and logged, not retried forever.
  *
+ * A handler that cannot apply a record yet (it waits for another record, e.g. a machine link for the check-in it
+ * followed) rejects with `RetryLater`: the run is retried by the sweep like a failed one, without counting as a
+ * failure (no parking, logged at debug) — the handler bounds how long it waits. A retried run gets the batch's
+ * records again in stored order (oldest batch first, event time within it), from the first one not done.
+ *
  * Handlers therefore see a record at least once and, barring failures, exactly once; they must be idempotent with
  * respect to a retry of their own failed run. Several cloud nodes may sweep the same record at once only if one
  * node's run is slower than `retryAfterMs`; idempotent handlers make that harmless.
@@ -30,6 +35,14 @@ export interface StoredRecord<K extends StoredRecordKind = StoredRecordKind> {
   batchId: BatchId;
   ingestedAtMs: number;
   payload: RecordOf<K>['payload'];
+}
+
+/** Rejecting a run with this retries it later (the sweep) without counting a failure; the handler bounds it. */
+export class RetryLater extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RetryLater';
+  }
 }
 
 export interface StoredContext {
@@ -163,6 +176,10 @@ export function createStoredHooks(options: StoredHooksOptions): StoredHooks {
       await collection(reg.kind).updateMany({ _id: { $in: ids } }, { $pull: { pending: reg.name } } as Document);
     } catch (err) {
       markDirty();
+      if (err instanceof RetryLater) {
+        log.debug({ handler: reg.name, records: ids.length, retry, reason: err.message }, 'stored records deferred');
+        return;
+      }
       log.warn(
         { handler: reg.name, records: ids.length, retry, err: { message: (err as Error).message } },
         'stored-record handler failed; the sweep retries it',
@@ -198,6 +215,8 @@ export function createStoredHooks(options: StoredHooksOptions): StoredHooks {
         if (stopped) return handed;
         const found = await collection(kind)
           .find({ pending: reg.name, ingestedAt: { $lt: cutoff } } as Document)
+          // Stored order (a batch's records by event time): a retry does not reorder a gateway's decisions.
+          .sort({ ingestedAt: 1, at: 1, _id: 1 })
           .limit(sweepBatch)
           .toArray();
         if (found.length >= sweepBatch) markDirty();

@@ -29,7 +29,8 @@ import type {
 } from '../../../protocol/index.ts';
 import type { Credential } from '../../../protocol/messages/access.ts';
 import type { GatewayRequests } from '../broker/gateway-requests.ts';
-import type { StoredRecord } from '../ingest/stored-hooks.ts';
+import { RetryLater, type StoredRecord } from '../ingest/stored-hooks.ts';
+import { RECORD_COLLECTIONS } from '../ingest/store.ts';
 import type { RouteSpec } from '../http/route.ts';
 import type { Jobs } from '../jobs/jobs.ts';
 import { createInference, type Inference } from '../workouts/inference.ts';
@@ -68,6 +69,12 @@ function deny(reason: string, userId?: string): Decision {
  * machine got `cmd/unlink` from the cloud; the gateway shows it as done, not as an error.
  */
 export const MACHINE_UNLINKED = 'unlinked';
+
+/**
+ * How long after it was stored an offline link waits for the check-in it followed (an access scan, reconciled by
+ * sessions — maybe in a later hook run, or retried after a failure) before the cloud gives up and undoes it.
+ */
+export const OFFLINE_LINK_WAIT_MS = 120_000;
 
 export const MACHINE_JOBS = { releaseIdle: 'machines:release-idle', reconcile: 'machines:reconcile' } as const;
 
@@ -124,7 +131,10 @@ export interface Machines {
   onTelemetry(branch: BranchId, samples: readonly Telemetry[]): void;
   /** ingest's live publisher observer (bound late in cloud.ts). */
   observe(branch: BranchId, availability: { machine: MachineId; status: MachineStatusValue }): void;
-  /** ingest.onStored('offline-decision'). */
+  /**
+   * ingest.onStored('offline-decision'). Rejects with RetryLater while a link waits for the member's check-in to be
+   * reconciled (up to OFFLINE_LINK_WAIT_MS after it was stored); the batch's other decisions are applied meanwhile.
+   */
   applyOfflineDecisions(records: readonly StoredRecord<'offline-decision'>[]): Promise<void>;
   /** ingest.onStored('workout'). */
   acceptWorkoutRecords(records: readonly StoredRecord<'workout'>[]): Promise<void>;
@@ -214,11 +224,35 @@ export async function createMachines(deps: MachinesDeps): Promise<Machines> {
     return !overlay.userId && !overlay.outOfOrder;
   };
 
+  const decisions = db.collection(RECORD_COLLECTIONS['offline-decision']);
+  /**
+   * A later offline unlink of the machine by its gateway, already stored: when batches were applied out of order
+   * (a retried one), it ends a link applied only now.
+   */
+  async function laterUnlink(branch: BranchId, machine: MachineId, atMs: number) {
+    const later = await decisions.findOne(
+      { branch, name: 'unlink', 'request.machine': machine, 'decision.decision': 'allow', at: { $gt: new Date(atMs) } },
+      { sort: { at: 1 }, projection: { at: 1 } },
+    );
+    return later ? { endedBy: { atMs: (later['at'] as Date).getTime(), reason: 'offline-decision' } } : {};
+  }
+
   async function applyOfflineDecisions(records: readonly StoredRecord<'offline-decision'>[]): Promise<void> {
+    // Machines and members with a link that waits for its check-in: their later decisions wait with it (in order);
+    // the others are applied now. A retried run applies the whole batch again: a link is found by its msgId, an
+    // unlink only ends a link made before it (event time), so nothing is applied twice or out of order.
+    const waiting = new Set<string>();
+    let firstWaiting: string | undefined;
     for (const r of records) {
       const d = r.payload;
       if (d.decision.decision !== 'allow') continue; // a deny changed nothing at the machine
       const userId = d.decision.userId;
+      const subject = ('userId' in d.request ? d.request.userId : undefined) ?? userId;
+      if (waiting.has(`m:${d.request.machine}`) || (subject && waiting.has(`u:${subject}`))) {
+        waiting.add(`m:${d.request.machine}`);
+        if (subject) waiting.add(`u:${subject}`);
+        continue;
+      }
       // One tap, one effect: the gateway asked the cloud first (request.reqId) and the cloud took that decision after
       // all, answered too late. It stands; this record is not applied again. Only a link the cloud answered with an
       // unlink (the member was linked there: a toggle) leaves the machine showing the gateway's link: undone.
@@ -236,21 +270,30 @@ export async function createMachines(deps: MachinesDeps): Promise<Machines> {
       }
       if (d.name === 'link') {
         if (!userId) continue;
-        const result = await links.link({
+        const machine = d.request.machine;
+        const outcome = await links.linkOffline({
           branch: r.branch,
-          machine: d.request.machine,
+          machine,
           userId,
-          via: 'offline',
           atMs: d.ts,
+          msgId: r.msgId,
+          ...(await laterUnlink(r.branch, machine, d.ts)),
         });
-        if (!result.ok) {
-          // The same rules say no now (machine taken, no session): undo the gateway's link at the machine.
-          log.info({ machine: d.request.machine, reason: result.reason }, 'offline link undone');
-          const current = await links.current(d.request.machine);
-          if (current?.userId !== userId) {
-            await links.republish(r.branch, d.request.machine);
-            await publishUndo(r.branch, d.request.machine, userId);
-          }
+        if (outcome.kind === 'linked' || outcome.kind === 'recorded') continue;
+        if (outcome.kind === 'wait' && clock.nowMs() - r.ingestedAtMs < OFFLINE_LINK_WAIT_MS) {
+          // The gateway allowed it after the member's check-in, which has not been reconciled yet (the access lane
+          // and the records lane are applied independently): retried with what follows it for this machine/member.
+          waiting.add(`m:${machine}`).add(`u:${userId}`);
+          firstWaiting ??= r.msgId;
+          continue;
+        }
+        const reason = outcome.kind === 'wait' ? 'not-checked-in' : outcome.reason;
+        // The same rules say no (machine taken or in maintenance, no visit): undo the gateway's link at the machine.
+        log.info({ machine, reason, msgId: r.msgId }, 'offline link undone');
+        const current = await links.current(machine);
+        if (current?.userId !== userId) {
+          await links.republish(r.branch, machine);
+          await publishUndo(r.branch, machine, userId);
         }
       } else {
         await links.unlink({
@@ -258,9 +301,12 @@ export async function createMachines(deps: MachinesDeps): Promise<Machines> {
           ...(d.request.userId ? { userId: d.request.userId } : userId ? { userId } : {}),
           reason: 'offline-decision',
           atMs: d.ts,
+          // By event time: a link made after this unlink (a later tap, applied first) is not its to end.
+          linkedBeforeMs: d.ts,
         });
       }
     }
+    if (firstWaiting) throw new RetryLater(`offline link ${firstWaiting} waits for the member's check-in`);
   }
 
   async function publishUndo(branch: BranchId, machine: MachineId, userId: string): Promise<void> {
@@ -349,7 +395,9 @@ export async function createMachines(deps: MachinesDeps): Promise<Machines> {
     return result.ok ? allow(result.userId, result.sessionId) : deny('not-linked');
   });
   deps.ingest?.onStored('workout', (records) => acceptWorkoutRecords(records), { name: 'workouts' });
-  deps.ingest?.onStored('offline-decision', (records) => applyOfflineDecisions(records), { name: 'machine-links' });
+  deps.ingest?.onStored('offline-decision', (records) => applyOfflineDecisions(records), {
+    name: 'machine-links',
+  });
 
   // Deletion: MongoDB documents naming the member are swept by the privacy service; what lives elsewhere is not —
   // the link mirror in Redis, the machine's console (cmd/unlink), waitlist entries. Idempotent.

@@ -27,7 +27,8 @@ import { addGateway, addMachine } from '../broker/provisioning.ts';
 import { WEEKDAYS } from '../branches/hours.ts';
 import { T0, TestGateway } from '../ingest/testing.ts';
 import type { StoredRecord } from '../ingest/stored-hooks.ts';
-import { LINKS_COLLECTION, LINK_HISTORY_COLLECTION } from './links.ts';
+import { SESSION_COLLECTIONS } from '../sessions/model.ts';
+import { LINKS_COLLECTION, LINK_HISTORY_COLLECTION, offlineLinkId } from './links.ts';
 
 const GYM = 'gym-link-once';
 const branch = asBranchId(GYM);
@@ -249,5 +250,192 @@ describe('one tap, one effect: machine links the cloud made after its deadline',
     expect(await claim()).to.deep.include({ userId: m.userId, via: 'offline' });
     await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
     await tc.machines.links.idle();
+  });
+
+  describe('offline decisions of the records lane and the access lane, applied in either order', () => {
+    /** A member of the gym with a card, not checked in. */
+    async function enrolled(): Promise<TestAccount & { uid: string }> {
+      const account = await createTestAccount(tc);
+      await tc.users.services.memberships.join(account.userId, GYM);
+      const uid = (0x04e1f200 + ++uids).toString(16).padStart(8, '0');
+      await tc.access.cards.enrol({ userId: account.userId, uid, by: 'test' });
+      return { ...account, uid };
+    }
+    const scan = (action: 'check-in' | 'check-out', m: TestAccount & { uid: string }, ts: number) => ({
+      kind: 'access-scan',
+      payload: {
+        msgId: newMsgId(),
+        source: GW,
+        bootId,
+        seq: ++seq,
+        ts,
+        v: 0,
+        reader: 'door-1',
+        action,
+        credential: { kind: 'nfc', uid: m.uid },
+        decision: 'allow',
+        decidedBy: 'offline',
+        userId: m.userId,
+      },
+    });
+    const linkRecord = (m: TestAccount & { uid: string }, ts: number) => {
+      const record = offlineDecision(
+        'link',
+        { reqId: newReqId(), machine: BIKE, credential: { kind: 'nfc', uid: m.uid } },
+        m.userId,
+      );
+      return { kind: 'offline-decision', payload: { ...record.payload, ts } };
+    };
+    const sessionOf = (userId: string) =>
+      tc.mongo.collection(SESSION_COLLECTIONS.sessions).find({ userId }).sort({ startedAt: 1 }).toArray();
+    const undos: { topic: string; userId: string }[] = [];
+
+    beforeEach(() => {
+      // The tests before used the bike up to the current (manual) instant: each test's taps come later.
+      clock.advance(10 * 60_000);
+    });
+
+    before(async () => {
+      // What the gateway would relay to the machine: an undo of its offline link would show here.
+      await gw.client.subscribeAsync(topics.machineCommand(branch, BIKE, 'unlink'), { qos: 1 });
+      gw.client.on('message', (topic, payload) => {
+        if (topic !== topics.machineCommand(branch, BIKE, 'unlink')) return;
+        const body = JSON.parse(payload.toString()) as { userId: string; reason: string };
+        if (body.reason === 'offline-decision-undone') undos.push({ topic, userId: body.userId });
+      });
+    });
+
+    it('a link stored before the check-in it followed waits for it and is then made (no undo)', async () => {
+      const m = await enrolled();
+      const checkInAt = now() - 20_000;
+      const link = linkRecord(m, now() - 10_000);
+      // The records lane first: no visit of the member is known yet.
+      const ack = await gw.send('records', { batchId: newBatchId(), records: [link] });
+      expect(ack.acked).to.have.length(1);
+      await tc.machines.idle();
+      expect(await claim()).to.equal(null);
+      // Then the access lane: the offline check-in 10 s before the link.
+      await gw.send('access', { batchId: newBatchId(), records: [scan('check-in', m, checkInAt)] });
+      await eventually(
+        'the check-in reconciled',
+        async () => (await sessionOf(m.userId))[0]?.['status'] === 'active',
+        10_000,
+        50,
+      );
+      // The sweep retries the waiting link (it runs every 5 s on its own; the manual clock is moved past its age).
+      clock.advance(6_000);
+      await eventually(
+        'the offline link made',
+        async () => {
+          await tc.ingest.sweepStored();
+          return (await claim())?.['userId'] === m.userId;
+        },
+        10_000,
+        100,
+      );
+      const [session] = await sessionOf(m.userId);
+      expect(await claim()).to.deep.include({ via: 'offline', sessionId: session!._id });
+      const rows = await historyOf(m.userId);
+      expect(rows.map((r): unknown => [r['_id'], r['via'], r['endedAt']])).to.deep.equal([
+        [offlineLinkId(link.payload.msgId), 'offline', null],
+      ]);
+      expect(session!['machinesUsed']).to.deep.equal([BIKE]);
+      // Retried once more (a sweep after a crash): nothing changes.
+      await tc.machines.applyOfflineDecisions([
+        { ...offlineDecision('link', {}, m.userId), msgId: link.payload.msgId, payload: link.payload },
+      ]);
+      expect(await historyOf(m.userId)).to.have.length(1);
+      expect(undos.filter((u) => u.userId === m.userId)).to.deep.equal([]);
+      await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
+      await tc.machines.links.idle();
+    });
+
+    it('a waiting link keeps its member’s later unlink behind it: retried, the link ends at that unlink', async () => {
+      const m = await enrolled();
+      const t = now();
+      const link = linkRecord(m, t - 30_000);
+      const unlink = offlineDecision(
+        'unlink',
+        { reqId: newReqId(), machine: BIKE, userId: m.userId, reason: 'member' },
+        m.userId,
+      );
+      await gw.send('records', {
+        batchId: newBatchId(),
+        records: [link, { kind: 'offline-decision', payload: { ...unlink.payload, ts: t - 10_000 } }],
+      });
+      await tc.machines.idle();
+      expect(await historyOf(m.userId)).to.deep.equal([]);
+      await gw.send('access', { batchId: newBatchId(), records: [scan('check-in', m, t - 40_000)] });
+      await eventually(
+        'the check-in reconciled',
+        async () => (await sessionOf(m.userId))[0]?.['status'] === 'active',
+        10_000,
+        50,
+      );
+      clock.advance(6_000);
+      const rows = await eventually(
+        'the link applied, then its unlink',
+        async () => {
+          await tc.ingest.sweepStored();
+          const found = await historyOf(m.userId);
+          return found.length > 0 ? found : undefined;
+        },
+        10_000,
+        100,
+      );
+      expect(
+        rows.map((r): unknown => [
+          r['via'],
+          (r['startedAt'] as Date).getTime(),
+          (r['endedAt'] as Date).getTime(),
+          r['endReason'],
+        ]),
+      ).to.deep.equal([['offline', t - 30_000, t - 10_000, 'offline-decision']]);
+      expect(await claim()).to.equal(null);
+      const pending = await tc.mongo
+        .collection('offline_decisions')
+        .countDocuments({ _id: { $in: [link.payload.msgId, unlink.msgId] } as never, pending: 'machine-links' });
+      expect(pending).to.equal(0);
+      expect(undos.filter((u) => u.userId === m.userId)).to.deep.equal([]);
+      await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
+    });
+
+    it('a link applied after the visit it belongs to was over is recorded in history, not undone', async () => {
+      const m = await enrolled();
+      const t = now();
+      // The access lane's check-in and check-out are reconciled first; the link between them arrives later.
+      await gw.send('access', {
+        batchId: newBatchId(),
+        records: [scan('check-in', m, t - 60_000), scan('check-out', m, t - 20_000)],
+      });
+      await eventually(
+        'the visit reconciled',
+        async () => (await sessionOf(m.userId))[0]?.['status'] === 'ended',
+        10_000,
+        50,
+      );
+      const link = linkRecord(m, t - 40_000);
+      await gw.send('records', { batchId: newBatchId(), records: [link] });
+      const rows = await eventually(
+        'the past link recorded',
+        async () => {
+          const found = await historyOf(m.userId);
+          return found.length > 0 ? found : undefined;
+        },
+        10_000,
+        50,
+      );
+      expect(
+        rows.map((r): unknown => [
+          r['via'],
+          (r['startedAt'] as Date).getTime(),
+          (r['endedAt'] as Date).getTime(),
+          r['endReason'],
+        ]),
+      ).to.deep.equal([['offline', t - 40_000, t - 20_000, 'session-ended']]);
+      expect(await claim()).to.equal(null);
+      expect((await sessionOf(m.userId))[0]!['machinesUsed']).to.deep.equal([BIKE]);
+      expect(undos.filter((u) => u.userId === m.userId)).to.deep.equal([]);
+    });
   });
 });

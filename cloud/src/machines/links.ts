@@ -15,6 +15,12 @@
  * availability, overlaid `in_use`; the member's `u/{user}/live/workout` link event) and to the machine
  * (`m/{machine}/cmd/link|unlink`, which its gateway relays).
  *
+ * An offline link decision (`linkOffline`) is applied by its event time: to the member's visit open then (waiting —
+ * `wait` — while its check-in is not reconciled yet), written to history only when it is over by now (its visit
+ * ended, the machine was linked again, the gateway's unlink came, the machine went offline), refused when another
+ * member's link covered that instant (`machine-busy`) or the machine is in maintenance. Its link id derives from its
+ * msgId, so a retried run applies it once. A session's end releases its links at the session's end time.
+ *
  * A crash between the claim and its mirror/history is repaired by `reconcile()` (a job): mirrors rewritten from
  * the claims, claims of ended sessions released, history rows without a claim closed.
  *
@@ -23,7 +29,7 @@
  * OfflineDecision names the same reqId (`request.reqId`); `decidedOnline` tells the machines domain that the cloud
  * took that decision after all, and the record is not applied a second time.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Aedes } from 'aedes';
 import type { Collection, Db } from 'mongodb';
 import type { Clock } from '../../../tools/runtime/clock.ts';
@@ -88,7 +94,15 @@ export interface LinkHistoryDoc {
 /** The sessions service as links use it (C2's `sessions`). */
 export interface LinkSessions {
   current(userId: string): Promise<{ id: string; branchId: string; status?: string; startedAt?: string } | undefined>;
-  onEnded(listener: (event: { sessionId: string; userId: string }) => void | Promise<void>): () => void;
+  /** The member's visit at the branch open at that instant (active, or ended since): offline links go by it. */
+  openAt?(
+    userId: string,
+    branchId: string,
+    atMs: number,
+  ): Promise<{ id: string; status?: string; endedAt?: string } | undefined>;
+  onEnded(
+    listener: (event: { sessionId: string; userId: string; endedAtMs?: number }) => void | Promise<void>,
+  ): () => void;
   recordMachineUse?(sessionId: string, machineId: string): Promise<void>;
 }
 
@@ -99,6 +113,23 @@ export type LinkDenyReason =
 export type LinkResult =
   | { ok: true; linkId: string; sessionId: string; userId: string; created: boolean }
   | { ok: false; reason: LinkDenyReason; detail: string };
+
+/**
+ * What applying an offline link decision did: `linked` (the machine's current link now, or already), `recorded` (a
+ * link of the past — its visit, or the machine's use by it, is over by now — written to history only), `refused`
+ * (the same rules say no: the gateway's link is undone), `wait` (no visit of the member open at that instant is
+ * known yet: the check-in it followed has not been reconciled; try again later).
+ */
+export type OfflineLinkOutcome =
+  | { kind: 'linked'; created: boolean }
+  | { kind: 'recorded'; endReason: string; created: boolean }
+  | { kind: 'refused'; reason: LinkDenyReason; detail: string }
+  | { kind: 'wait'; detail: string };
+
+/** The link id (and history row id) of an offline link decision: derived from its msgId, so a retry finds it. */
+export function offlineLinkId(msgId: string): string {
+  return `off-${createHash('sha256').update(msgId).digest('base64url').slice(0, 40)}`;
+}
 
 export type UnlinkResult = { ok: true; userId: string; sessionId: string; linkId: string } | { ok: false };
 
@@ -129,7 +160,22 @@ export interface Links {
     reqId?: string;
     /** A gateway request's deadline: once aborted, no link is made (`deadline-passed`). */
     signal?: AbortSignal;
+    /** The link id to use (an offline decision's, derived from its msgId); default a new one. */
+    linkId?: string;
   }): Promise<LinkResult>;
+  /**
+   * Applies a link the gateway decided offline (its allow-list is the authority while the cloud cannot answer) by
+   * its event time `atMs`: the member's visit open then, the machine's use by others around then. Idempotent by
+   * `msgId`. `endedBy` is a later decision of the same gateway already known to end it (an offline unlink).
+   */
+  linkOffline(input: {
+    branch: BranchId;
+    machine: MachineId;
+    userId: string;
+    atMs: number;
+    msgId: string;
+    endedBy?: { atMs: number; reason: UnlinkReason };
+  }): Promise<OfflineLinkOutcome>;
   unlink(input: {
     machine: MachineId;
     userId?: string;
@@ -139,6 +185,8 @@ export interface Links {
     reqId?: string;
     /** A gateway request's deadline: once aborted, nothing is released (`{ok: false}`). */
     signal?: AbortSignal;
+    /** Only a link made at or before this instant is ended (an offline unlink, by its event time). */
+    linkedBeforeMs?: number;
   }): Promise<UnlinkResult>;
   /**
    * What the gateway request `reqId` of a branch did, if the cloud decided it: `linked` (it made a link, maybe
@@ -184,6 +232,12 @@ export interface LinksDeps {
 
 const OFFLINE: ReadonlySet<MachineStatusValue> = new Set(['offline']);
 const UNAVAILABLE: ReadonlySet<MachineStatusValue> = new Set(['offline', 'unknown', 'maintenance']);
+/**
+ * An offline decision is applied later, by the gateway's word: a machine the cloud shows `unknown` (its gateway was
+ * out of touch — the reason the gateway decided alone) or `offline` (gone since; handled by event time) is no
+ * reason to refuse it. Maintenance is.
+ */
+const UNAVAILABLE_OFFLINE: ReadonlySet<MachineStatusValue> = new Set(['maintenance']);
 
 export async function ensureLinkCollections(db: Db): Promise<void> {
   for (const name of [LINKS_COLLECTION, LINK_HISTORY_COLLECTION]) {
@@ -256,8 +310,12 @@ export function createLinks(deps: LinksDeps): Links {
     return machines.find((m) => m.machine === machine);
   }
 
-  async function republish(branch: BranchId, machine: MachineId): Promise<void> {
-    const view = await machineView(branch, machine);
+  /**
+   * `known`: the machine's view just read by the caller. machineView reads the whole branch from Redis (one hash per
+   * machine: ~125 ms for 2,000 machines on an idle machine), so a link does not read it twice.
+   */
+  async function republish(branch: BranchId, machine: MachineId, known?: MachineView): Promise<void> {
+    const view = known ?? (await machineView(branch, machine));
     if (!view) return;
     const { machine: id, status, since, type, displayName } = view;
     await publisher.publish(
@@ -271,7 +329,7 @@ export function createLinks(deps: LinksDeps): Links {
   async function announce(
     change: 'linked' | 'unlinked',
     link: LinkView,
-    extra: { reason?: string; greeting?: string } = {},
+    extra: { reason?: string; greeting?: string; view?: MachineView } = {},
   ): Promise<void> {
     const branch = link.branch as BranchId;
     const machine = link.machine as MachineId;
@@ -308,7 +366,7 @@ export function createLinks(deps: LinksDeps): Links {
         command,
         TOPIC_POLICY['machine-command'],
       ),
-      republish(branch, machine),
+      republish(branch, machine, extra.view),
     ]);
     for (const r of results) {
       if (r.status === 'rejected') {
@@ -340,91 +398,176 @@ export function createLinks(deps: LinksDeps): Links {
     return { ok: true, userId: deleted.userId, sessionId: deleted.sessionId, linkId: deleted.linkId };
   }
 
-  sessions.onEnded(async ({ userId, sessionId }) => {
+  sessions.onEnded(async ({ userId, sessionId, endedAtMs }) => {
     const held = await claims.find({ userId, sessionId }).toArray();
-    for (const claim of held) await track(release(claim, 'session-ended', clock.nowMs()));
+    // Released when the visit ended (an offline check-out applied late ends it in the past): the machine's history
+    // shows it free from then on, so an offline link of the next member at that time is no `machine-busy`.
+    const at = Math.min(endedAtMs ?? clock.nowMs(), clock.nowMs());
+    for (const claim of held) await track(release(claim, 'session-ended', at));
   });
 
-  const links: Links = {
-    async link({ branch, machine, userId, via, atMs, reqId, signal }) {
-      const now = clock.nowMs();
-      const at = Math.min(atMs ?? now, now);
-      const view = await machineView(branch, machine);
-      if (!view) return { ok: false, reason: 'unknown-machine', detail: `no machine ${machine} in branch ${branch}` };
-      const overlay = await overlays.get(branch, machine);
-      if (overlay.outOfOrder || UNAVAILABLE.has(view.status)) {
-        const why = overlay.outOfOrder ? 'out of order' : view.status;
-        return { ok: false, reason: 'machine-unavailable', detail: `machine ${machine} is ${why}` };
+  /** Links.link, with the machine's view when the caller has just read it. */
+  async function linkMachine(
+    { branch, machine, userId, via, atMs, reqId, signal, linkId }: Parameters<Links['link']>[0],
+    known?: MachineView,
+  ): Promise<LinkResult> {
+    const now = clock.nowMs();
+    const at = Math.min(atMs ?? now, now);
+    const view = known ?? (await machineView(branch, machine));
+    if (!view) return { ok: false, reason: 'unknown-machine', detail: `no machine ${machine} in branch ${branch}` };
+    const overlay = await overlays.get(branch, machine);
+    if (overlay.outOfOrder || (via === 'offline' ? UNAVAILABLE_OFFLINE : UNAVAILABLE).has(view.status)) {
+      const why = overlay.outOfOrder ? 'out of order' : view.status;
+      return { ok: false, reason: 'machine-unavailable', detail: `machine ${machine} is ${why}` };
+    }
+    const session = await sessions.current(userId);
+    if (!session || session.branchId !== branch || (session.status && session.status !== 'active')) {
+      return { ok: false, reason: 'not-checked-in', detail: `check in at ${branch} first` };
+    }
+    if (deps.mayLink && !(await deps.mayLink(branch, machine, userId))) {
+      const holder = await claims.findOne({ _id: machine });
+      if (holder?.userId !== userId) {
+        return {
+          ok: false,
+          reason: 'machine-busy',
+          detail: `machine ${machine} is held for the next member waiting`,
+        };
       }
-      const session = await sessions.current(userId);
-      if (!session || session.branchId !== branch || (session.status && session.status !== 'active')) {
-        return { ok: false, reason: 'not-checked-in', detail: `check in at ${branch} first` };
+    }
+    const claim: LinkClaim = {
+      _id: machine,
+      branch,
+      userId,
+      sessionId: session.id,
+      linkId: linkId ?? randomUUID(),
+      linkedAt: new Date(at),
+      via,
+      ...(reqId === undefined ? {} : { reqId }),
+    };
+    // The gateway was answered `timeout` meanwhile and decides offline: its decision is the one that counts.
+    if (signal?.aborted) return { ok: false, reason: 'deadline-passed', detail: 'decided after the deadline' };
+    try {
+      await claims.insertOne(claim);
+    } catch (err) {
+      if (!isDuplicateKey(err)) throw err;
+      const holder = await claims.findOne({ _id: machine });
+      if (holder && holder.userId === userId) {
+        // Already theirs (a retried request, a second tap): the same link, nothing announced twice.
+        return { ok: true, linkId: holder.linkId, sessionId: holder.sessionId, userId, created: false };
       }
-      if (deps.mayLink && !(await deps.mayLink(branch, machine, userId))) {
-        const holder = await claims.findOne({ _id: machine });
-        if (holder?.userId !== userId) {
-          return {
-            ok: false,
-            reason: 'machine-busy',
-            detail: `machine ${machine} is held for the next member waiting`,
-          };
-        }
-      }
-      const claim: LinkClaim = {
-        _id: machine,
+      return { ok: false, reason: 'machine-busy', detail: `machine ${machine} is in use by another member` };
+    }
+    await Promise.all([
+      history.insertOne({
+        _id: claim.linkId,
+        machine,
         branch,
         userId,
         sessionId: session.id,
-        linkId: randomUUID(),
-        linkedAt: new Date(at),
+        startedAt: claim.linkedAt,
+        endedAt: null,
         via,
         ...(reqId === undefined ? {} : { reqId }),
-      };
-      // The gateway was answered `timeout` meanwhile and decides offline: its decision is the one that counts.
-      if (signal?.aborted) return { ok: false, reason: 'deadline-passed', detail: 'decided after the deadline' };
-      try {
-        await claims.insertOne(claim);
-      } catch (err) {
-        if (!isDuplicateKey(err)) throw err;
-        const holder = await claims.findOne({ _id: machine });
-        if (holder && holder.userId === userId) {
-          // Already theirs (a retried request, a second tap): the same link, nothing announced twice.
-          return { ok: true, linkId: holder.linkId, sessionId: holder.sessionId, userId, created: false };
-        }
-        return { ok: false, reason: 'machine-busy', detail: `machine ${machine} is in use by another member` };
+      }),
+      overlays.setLink(branch, machine, {
+        userId,
+        sessionId: session.id,
+        linkId: claim.linkId,
+        linkedAt: at,
+      }),
+      sessions.recordMachineUse?.(session.id, machine).catch((err: unknown) => {
+        log.warn({ err: { message: (err as Error).message } }, 'machine use not recorded on the session');
+      }),
+    ]);
+    const linkView = viewOf(claim);
+    await announce('linked', linkView, { view });
+    for (const listener of linkedListeners) listener(linkView);
+    log.info({ machine, branch, via }, 'machine linked');
+    return { ok: true, linkId: claim.linkId, sessionId: session.id, userId, created: true };
+  }
+
+  const links: Links = {
+    link: (input) => linkMachine(input),
+
+    async linkOffline({ branch, machine, userId, atMs, msgId, endedBy }) {
+      const at = Math.min(atMs, clock.nowMs());
+      const linkId = offlineLinkId(msgId);
+      // A retried run (the sweep, after a failure of this batch): applied already, whatever happened to it since.
+      const done = await history.findOne({ _id: linkId }, { projection: { endedAt: 1, endReason: 1 } });
+      if (done) {
+        return done.endedAt === null
+          ? { kind: 'linked', created: false }
+          : { kind: 'recorded', endReason: done.endReason ?? 'ended', created: false };
       }
-      await Promise.all([
-        history.insertOne({
-          _id: claim.linkId,
+      const view = await machineView(branch, machine);
+      if (!view) return { kind: 'refused', reason: 'unknown-machine', detail: `no machine ${machine} in ${branch}` };
+      const overlay = await overlays.get(branch, machine);
+      if (overlay.outOfOrder || UNAVAILABLE_OFFLINE.has(view.status)) {
+        const why = overlay.outOfOrder ? 'out of order' : view.status;
+        return { kind: 'refused', reason: 'machine-unavailable', detail: `machine ${machine} is ${why}` };
+      }
+      // The visit the link belongs to is the one open at its event time — not necessarily today's open one.
+      const current = sessions.openAt ? undefined : await sessions.current(userId);
+      const session: { id: string; status?: string; endedAt?: string } | undefined = sessions.openAt
+        ? await sessions.openAt(userId, branch, at)
+        : current?.branchId === branch
+          ? current
+          : undefined;
+      if (!session) {
+        return { kind: 'wait', detail: `no visit of the member open at ${new Date(at).toISOString()} known yet` };
+      }
+      // Another member's link covering that instant: the machine was busy (machine-busy, as online).
+      const around = await history
+        .find({ machine, startedAt: { $lte: new Date(at) } })
+        .sort({ startedAt: -1 })
+        .limit(5)
+        .toArray();
+      const taken = around.find((r) => r.userId !== userId && (r.endedAt === null || r.endedAt.getTime() > at));
+      if (taken) return { kind: 'refused', reason: 'machine-busy', detail: `machine ${machine} was in use then` };
+      // What ended it already, by event time: its visit, a later link of the machine, a later unlink of the
+      // gateway's, the machine going offline. The earliest counts.
+      const ends: { at: number; reason: UnlinkReason }[] = [];
+      if (session.status !== undefined && session.status !== 'active' && session.endedAt) {
+        ends.push({ at: Date.parse(session.endedAt), reason: 'session-ended' });
+      }
+      const [next] = await history
+        .find({ machine, startedAt: { $gt: new Date(at) } })
+        .sort({ startedAt: 1 })
+        .limit(1)
+        .toArray();
+      if (next) ends.push({ at: next.startedAt.getTime(), reason: 'superseded' });
+      if (endedBy && endedBy.atMs > at) ends.push({ at: endedBy.atMs, reason: endedBy.reason });
+      if (view.status === 'offline') ends.push({ at: Math.max(at, view.since), reason: 'machine-offline' });
+      if (ends.length === 0) {
+        const result = await linkMachine({ branch, machine, userId, via: 'offline', atMs: at, linkId }, view);
+        return result.ok ? { kind: 'linked', created: result.created } : { kind: 'refused', ...result };
+      }
+      const end = ends.reduce((a, b) => (b.at < a.at ? b : a));
+      try {
+        await history.insertOne({
+          _id: linkId,
           machine,
           branch,
           userId,
           sessionId: session.id,
-          startedAt: claim.linkedAt,
-          endedAt: null,
-          via,
-          ...(reqId === undefined ? {} : { reqId }),
-        }),
-        overlays.setLink(branch, machine, {
-          userId,
-          sessionId: session.id,
-          linkId: claim.linkId,
-          linkedAt: at,
-        }),
-        sessions.recordMachineUse?.(session.id, machine).catch((err: unknown) => {
-          log.warn({ err: { message: (err as Error).message } }, 'machine use not recorded on the session');
-        }),
-      ]);
-      const linkView = viewOf(claim);
-      await announce('linked', linkView);
-      for (const listener of linkedListeners) listener(linkView);
-      log.info({ machine, branch, via }, 'machine linked');
-      return { ok: true, linkId: claim.linkId, sessionId: session.id, userId, created: true };
+          startedAt: new Date(at),
+          endedAt: new Date(Math.max(end.at, at)),
+          endReason: end.reason,
+          via: 'offline',
+        });
+      } catch (err) {
+        if (!isDuplicateKey(err)) throw err;
+        return { kind: 'recorded', endReason: end.reason, created: false };
+      }
+      await sessions.recordMachineUse?.(session.id, machine);
+      log.info({ machine, branch, endReason: end.reason }, 'offline machine link recorded (over by now)');
+      return { kind: 'recorded', endReason: end.reason, created: true };
     },
 
-    async unlink({ machine, userId, reason, atMs, reqId, signal }) {
+    async unlink({ machine, userId, reason, atMs, reqId, signal, linkedBeforeMs }) {
       const claim = await claims.findOne({ _id: machine });
       if (!claim || (userId !== undefined && claim.userId !== userId)) return { ok: false };
+      if (linkedBeforeMs !== undefined && claim.linkedAt.getTime() > linkedBeforeMs) return { ok: false };
       if (signal?.aborted) return { ok: false };
       return track(release(claim, reason, atMs ?? clock.nowMs(), reqId));
     },
@@ -542,7 +685,7 @@ export function createLinks(deps: LinksDeps): Links {
     onEnded(listener) {
       endedListeners.push(listener);
     },
-    republish,
+    republish: (branch, machine) => republish(branch, machine),
     async idle() {
       while (pending.size > 0) await Promise.allSettled([...pending]);
     },

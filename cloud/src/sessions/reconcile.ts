@@ -9,7 +9,9 @@
  *   ended then);
  * - check-out: ends the member's session that was open at that instant, or corrects the end of one that ended by
  *   itself after the member had left, or — no session yet, its check-in is in a batch that ingest retries later —
- *   is held until that check-in arrives and ends the visit then (batches are not applied in event order).
+ *   is held until that check-in arrives and ends the visit then (batches are not applied in event order); a later
+ *   check-in already recorded as a `conflict` with the visit it ends (stored before this check-out) is placed again
+ *   and becomes a visit of its own.
  *
  * Online decisions (`decidedBy: 'online'`) were applied when the cloud took them; denies change nothing. A scan's
  * session id is derived from its msgId, so a retried run finds what the first run wrote (idempotent).

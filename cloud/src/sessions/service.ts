@@ -181,6 +181,12 @@ export interface SessionService {
   autoEndDue(): Promise<number>;
   /** Removes claims whose session ended or never got written; re-claims or closes open sessions without one. */
   reconcileClaims(): Promise<{ removed: number; reclaimed: number; superseded: number }>;
+  /**
+   * The member's visit at the branch that was open at `atMs` (active, or ended after it; a conflict is no visit) —
+   * what an offline machine link decided at that instant belongs to. Starts up to 30 s after `atMs` count (the
+   * check-in may have been decided by the cloud's clock, the link by the gateway's).
+   */
+  openAt(userId: string, branchId: string, atMs: number): Promise<SessionView | undefined>;
   /** Applies a door decision the gateway took offline (see reconcile.ts). */
   applyOfflineCheckIn(input: OfflineDoorEvent): Promise<OfflineOutcome>;
   applyOfflineCheckOut(input: OfflineDoorEvent): Promise<OfflineOutcome>;
@@ -508,6 +514,212 @@ export function createSessionService(deps: SessionsDeps): SessionService {
     }
   }
 
+  type Placement =
+    | { kind: 'same-visit' }
+    | { kind: 'conflict'; conflictWith: string }
+    | {
+        kind: 'ended';
+        fields: Pick<SessionDoc, 'endedAt' | 'durationMs' | 'endReason' | 'endedVia'>;
+        /** The held check-out that ends it (removed once the visit is written). */
+        checkOutId?: string;
+      }
+    | { kind: 'open' };
+
+  /**
+   * Where an offline check-in of `doc.userId` at `doc.startedAt` belongs by event time (docs/sessions.md "Offline
+   * door decisions"), among the member's other sessions — `doc` itself is not among them (it is not written yet, or
+   * is the conflict being placed again).
+   */
+  async function placeCheckIn(doc: SessionDoc): Promise<Placement> {
+    const { _id: self, userId, branchId, startedAt: at, startedVia: via } = doc;
+    const atMs = at.getTime();
+    // The same visit decided twice: the cloud opened it, but its answer did not reach the gateway in time, which
+    // then decided offline. Two check-ins of a member at one branch this close together are one visit.
+    const twin = await Session.exists({
+      _id: trusted({ $ne: self }),
+      userId,
+      branchId,
+      status: trusted({ $in: ['active', 'ended'] }),
+      startedAt: trusted({ $gte: new Date(atMs - SAME_VISIT_MS), $lte: new Date(atMs + SAME_VISIT_MS) }),
+    });
+    if (twin) return { kind: 'same-visit' };
+    // A session of the member that was open at that instant: one active session, so this later check-in is a
+    // conflict, kept in the member's history. A session still `active` whose auto-end instant came before T was
+    // over by then (the auto-end job has not got to it yet).
+    const covering = await Session.findOne({
+      _id: trusted({ $ne: self }),
+      userId,
+      startedAt: trusted({ $lte: at }),
+      $or: [
+        { status: 'active', autoEndAt: trusted({ $gt: at }) },
+        { status: 'ended', endedAt: trusted({ $gt: at }) },
+      ],
+    })
+      .sort({ startedAt: -1 })
+      .lean<SessionDoc>();
+    if (covering) return { kind: 'conflict', conflictWith: covering._id };
+    // A later check-in of the member (already known to the cloud) shows when this visit was over at the latest.
+    const next = await Session.findOne({
+      _id: trusted({ $ne: self }),
+      userId,
+      status: trusted({ $in: ['active', 'ended'] }),
+      startedAt: trusted({ $gt: at }),
+    })
+      .sort({ startedAt: 1 })
+      .lean<SessionDoc>();
+    // Its own check-out may have come first (ingest retries a failed batch later): it ends this visit.
+    const autoEnd = { at: doc.autoEndAt.getTime(), reason: doc.autoEndReason };
+    const ends = [
+      { at: autoEnd.at, reason: autoEnd.reason as EndReason, via: undefined as Via | undefined },
+      ...(next ? [{ at: next.startedAt.getTime(), reason: 'superseded' as EndReason, via: undefined }] : []),
+    ];
+    const checkOut = await PendingCheckOut.findOne({
+      userId,
+      at: trusted({ $gt: at, $lte: new Date(Math.min(...ends.map((e) => e.at))) }),
+    })
+      .sort({ at: 1 })
+      .lean<PendingCheckOutDoc>();
+    if (checkOut) ends.push({ at: checkOut.at.getTime(), reason: 'check-out', via: checkOut.via });
+    // The earliest end wins; on a tie the member's own check-out names it.
+    const end = ends.reduce((a, b) => (b.at < a.at || (b.at === a.at && b.reason === 'check-out') ? b : a));
+    if (checkOut || next || end.at <= clock.nowMs()) {
+      return {
+        kind: 'ended',
+        fields: {
+          endedAt: new Date(end.at),
+          durationMs: end.at - atMs,
+          endReason: end.reason,
+          endedVia: end.via ?? { origin: 'offline', ...(via.scanMsgId ? { scanMsgId: via.scanMsgId } : {}) },
+        },
+        ...(checkOut ? { checkOutId: checkOut._id } : {}),
+      };
+    }
+    return { kind: 'open' };
+  }
+
+  /**
+   * Offline check-ins of the member recorded as `conflict` that no session covers any more — the session they
+   * conflicted with was ended by an offline check-out applied after them, with an event time before them — are
+   * placed again by event time: a visit of their own (ended, or open with the claim). Conditional on the status
+   * `conflict`, so a retried or concurrent run changes nothing twice; one still covered stays a conflict.
+   */
+  async function reviveConflicts(userId: string): Promise<void> {
+    const conflicts = await Session.find({ userId, status: 'conflict', 'startedVia.origin': 'offline' })
+      .sort({ startedAt: 1 })
+      .lean<SessionDoc[]>();
+    for (const conflict of conflicts) {
+      const placed = await placeCheckIn(conflict);
+      if (placed.kind === 'same-visit' || placed.kind === 'conflict') continue;
+      if (placed.kind === 'ended') {
+        const { modifiedCount } = await Session.updateOne(
+          { _id: conflict._id, status: 'conflict' },
+          { $set: { status: 'ended', ...placed.fields }, $unset: { conflictWith: 1 } },
+        );
+        if (placed.checkOutId) await PendingCheckOut.deleteOne({ _id: placed.checkOutId });
+        if (modifiedCount > 0) log.info({ userId, sessionId: conflict._id }, 'offline conflict placed as a visit');
+        continue;
+      }
+      // Open by event time: it takes the member's claim (the session it conflicted with released it on its end).
+      const claimed = await claimFor(conflict);
+      if (!claimed) continue; // another session holds the claim (opened meanwhile): a conflict still
+      const { modifiedCount } = await Session.updateOne(
+        { _id: conflict._id, status: 'conflict' },
+        { $set: { status: 'active' }, $unset: { conflictWith: 1 } },
+      );
+      if (modifiedCount === 0) await Claim.deleteOne({ _id: userId, sessionId: conflict._id });
+      else log.info({ userId, sessionId: conflict._id }, 'offline conflict reopened as the open visit');
+    }
+  }
+
+  /** Inserts the claim of `session` (a stale claim in the way is cleared first); false when another holds it. */
+  async function claimFor(session: SessionDoc): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await Claim.create({
+          _id: session.userId,
+          sessionId: session._id,
+          branchId: session.branchId,
+          createdAt: clock.now(),
+        });
+        return true;
+      } catch (err) {
+        if (!isDuplicateKey(err)) throw err;
+        const held = await Claim.findById(session.userId).lean<ClaimDoc>();
+        if (held?.sessionId === session._id) return true; // a retried run: it is ours already
+        if (attempt > 0 || !(await clearStaleClaim(session.userId))) return false;
+      }
+    }
+  }
+
+  /** An offline check-out (see applyOfflineCheckOut), without the revival of conflicts it may settle. */
+  async function applyCheckOut({
+    userId,
+    branchId,
+    atMs,
+    sessionId,
+    via,
+    onlineReqId,
+  }: OfflineDoorEvent): Promise<OfflineOutcome> {
+    const at = new Date(atMs);
+    // A retried run: this scan already ended (or corrected) a session, or waits for its check-in.
+    if (via.scanMsgId && (await Session.exists({ 'endedVia.scanMsgId': via.scanMsgId }))) return 'already-applied';
+    if (await PendingCheckOut.exists({ _id: sessionId })) return 'already-applied';
+    // The cloud ended the session on the online request of this tap (answered too late): no second check-out.
+    // Ending is one conditional write, so there is nothing in between to wait for.
+    if (onlineReqId && via.gateway) {
+      const online = await Session.findOne(
+        { 'endedVia.reqId': onlineReqId, 'endedVia.gateway': via.gateway },
+        { _id: 1 },
+      ).lean<Pick<SessionDoc, '_id'>>();
+      if (online) {
+        if (via.scanMsgId) {
+          await Session.updateOne(
+            { _id: online._id, 'endedVia.scanMsgId': trusted({ $exists: false }) },
+            { $set: { 'endedVia.scanMsgId': via.scanMsgId } },
+          );
+        }
+        return 'same-tap';
+      }
+    }
+    const active = await Session.findOne({ userId, status: 'active', startedAt: trusted({ $lte: at }) })
+      .sort({ startedAt: -1 })
+      .lean<SessionDoc>();
+    if (active) return (await finish(active, atMs, 'check-out', via)) ? 'closed' : 'already-applied';
+    // The session already ended by itself (timeout, closing time, a later check-in) after the member had left:
+    // the check-out gives its real end.
+    const ended = await Session.findOne({
+      userId,
+      status: 'ended',
+      startedAt: trusted({ $lte: at }),
+      endedAt: trusted({ $gt: at }),
+      endReason: trusted({ $in: ['auto-timeout', 'branch-closed', 'superseded'] }),
+    })
+      .sort({ startedAt: -1 })
+      .lean<SessionDoc>();
+    if (!ended) {
+      // No session to end yet: its check-in may still be on its way (a batch retried later). Kept for it.
+      try {
+        await PendingCheckOut.create({ _id: sessionId, userId, branchId, at, via, createdAt: clock.now() });
+        return 'check-out-held';
+      } catch (err) {
+        if (isDuplicateKey(err)) return 'already-applied';
+        throw err;
+      }
+    }
+    const { modifiedCount } = await Session.updateOne(
+      { _id: ended._id, status: 'ended', endedAt: trusted({ $gt: at }) },
+      {
+        $set: {
+          endedAt: at,
+          durationMs: Math.max(0, atMs - ended.startedAt.getTime()),
+          endReason: 'check-out',
+          endedVia: via,
+        },
+      },
+    );
+    return modifiedCount > 0 ? 'end-corrected' : 'already-applied';
+  }
+
   return {
     async checkIn({ credential, branchId, via, expectUserId, signal }) {
       const atMs = clock.nowMs();
@@ -683,6 +895,22 @@ export function createSessionService(deps: SessionsDeps): SessionService {
       return () => listeners.delete(listener);
     },
 
+    async openAt(userId, branchId, atMs) {
+      const at = new Date(atMs);
+      const session = await Session.findOne({
+        userId,
+        branchId,
+        startedAt: trusted({ $lte: new Date(atMs + SAME_VISIT_MS) }),
+        $or: [
+          { status: 'active', autoEndAt: trusted({ $gt: at }) },
+          { status: 'ended', endedAt: trusted({ $gt: at }) },
+        ],
+      })
+        .sort({ startedAt: -1 })
+        .lean<SessionDoc>();
+      return session ? toView(session) : undefined;
+    },
+
     async recordMachineUse(sessionId, machineId) {
       await Session.updateOne({ _id: sessionId }, { $addToSet: { machinesUsed: machineId } });
     },
@@ -762,10 +990,11 @@ export function createSessionService(deps: SessionsDeps): SessionService {
       const branch = await branches.get(branchId);
       const at = new Date(atMs);
       const autoEnd = autoEndOf(branch, atMs);
-      const base = {
+      const base: SessionDoc = {
         _id: sessionId,
         userId,
         branchId,
+        status: 'active',
         startedAt: at,
         autoEndAt: new Date(autoEnd.at),
         autoEndReason: autoEnd.reason,
@@ -774,66 +1003,17 @@ export function createSessionService(deps: SessionsDeps): SessionService {
         ...localOf(branch, atMs),
         createdAt: clock.now(),
       };
-      // The same visit decided twice: the cloud opened it, but its answer did not reach the gateway in time, which
-      // then decided offline. Two check-ins of a member at one branch this close together are one visit.
-      const twin = await Session.exists({
-        userId,
-        branchId,
-        status: trusted({ $in: ['active', 'ended'] }),
-        startedAt: trusted({ $gte: new Date(atMs - SAME_VISIT_MS), $lte: new Date(atMs + SAME_VISIT_MS) }),
-      });
-      if (twin) return 'same-visit';
-      // A session of the member that was open at that instant: one active session, so this later check-in is a
-      // conflict, kept in the member's history. A session still `active` whose auto-end instant came before T was
-      // over by then (the auto-end job has not got to it yet).
-      const covering = await Session.findOne({
-        userId,
-        startedAt: trusted({ $lte: at }),
-        $or: [
-          { status: 'active', autoEndAt: trusted({ $gt: at }) },
-          { status: 'ended', endedAt: trusted({ $gt: at }) },
-        ],
-      })
-        .sort({ startedAt: -1 })
-        .lean<SessionDoc>();
-      if (covering) {
-        const inserted = await insertRecorded({ ...base, status: 'conflict', conflictWith: covering._id });
+      const placed = await placeCheckIn(base);
+      if (placed.kind === 'same-visit') return 'same-visit';
+      if (placed.kind === 'conflict') {
+        const inserted = await insertRecorded({ ...base, status: 'conflict', conflictWith: placed.conflictWith });
         return inserted ? 'conflict' : 'already-applied';
       }
-      // A later check-in of the member (already known to the cloud) shows when this visit was over at the latest.
-      const next = await Session.findOne({
-        userId,
-        status: trusted({ $in: ['active', 'ended'] }),
-        startedAt: trusted({ $gt: at }),
-      })
-        .sort({ startedAt: 1 })
-        .lean<SessionDoc>();
-      // Its own check-out may have come first (ingest retries a failed batch later): it ends this visit.
-      const ends = [
-        { at: autoEnd.at, reason: autoEnd.reason as EndReason, via: undefined as Via | undefined },
-        ...(next ? [{ at: next.startedAt.getTime(), reason: 'superseded' as EndReason, via: undefined }] : []),
-      ];
-      const checkOut = await PendingCheckOut.findOne({
-        userId,
-        at: trusted({ $gt: at, $lte: new Date(Math.min(...ends.map((e) => e.at))) }),
-      })
-        .sort({ at: 1 })
-        .lean<PendingCheckOutDoc>();
-      if (checkOut) ends.push({ at: checkOut.at.getTime(), reason: 'check-out', via: checkOut.via });
-      // The earliest end wins; on a tie the member's own check-out names it.
-      const end = ends.reduce((a, b) => (b.at < a.at || (b.at === a.at && b.reason === 'check-out') ? b : a));
-      if (checkOut || next || end.at <= clock.nowMs()) {
-        const inserted = await insertRecorded({
-          ...base,
-          status: 'ended',
-          endedAt: new Date(end.at),
-          durationMs: end.at - atMs,
-          endReason: end.reason,
-          endedVia: end.via ?? { origin: 'offline', ...(via.scanMsgId ? { scanMsgId: via.scanMsgId } : {}) },
-        });
-        if (checkOut) await PendingCheckOut.deleteOne({ _id: checkOut._id });
+      if (placed.kind === 'ended') {
+        const inserted = await insertRecorded({ ...base, status: 'ended', ...placed.fields });
+        if (placed.checkOutId) await PendingCheckOut.deleteOne({ _id: placed.checkOutId });
         if (!inserted) return 'already-applied';
-        return end.reason === 'superseded' ? 'superseded' : 'recorded-ended';
+        return placed.fields.endReason === 'superseded' ? 'superseded' : 'recorded-ended';
       }
       const opened = await open(userId, branchId, branch, atMs, via, sessionId);
       if (opened.ok) return 'opened';
@@ -847,65 +1027,13 @@ export function createSessionService(deps: SessionsDeps): SessionService {
       return inserted ? 'conflict' : 'already-applied';
     },
 
-    async applyOfflineCheckOut({ userId, branchId, atMs, sessionId, via, onlineReqId }) {
-      const at = new Date(atMs);
-      // A retried run: this scan already ended (or corrected) a session, or waits for its check-in.
-      if (via.scanMsgId && (await Session.exists({ 'endedVia.scanMsgId': via.scanMsgId }))) return 'already-applied';
-      if (await PendingCheckOut.exists({ _id: sessionId })) return 'already-applied';
-      // The cloud ended the session on the online request of this tap (answered too late): no second check-out.
-      // Ending is one conditional write, so there is nothing in between to wait for.
-      if (onlineReqId && via.gateway) {
-        const online = await Session.findOne(
-          { 'endedVia.reqId': onlineReqId, 'endedVia.gateway': via.gateway },
-          { _id: 1 },
-        ).lean<Pick<SessionDoc, '_id'>>();
-        if (online) {
-          if (via.scanMsgId) {
-            await Session.updateOne(
-              { _id: online._id, 'endedVia.scanMsgId': trusted({ $exists: false }) },
-              { $set: { 'endedVia.scanMsgId': via.scanMsgId } },
-            );
-          }
-          return 'same-tap';
-        }
-      }
-      const active = await Session.findOne({ userId, status: 'active', startedAt: trusted({ $lte: at }) })
-        .sort({ startedAt: -1 })
-        .lean<SessionDoc>();
-      if (active) return (await finish(active, atMs, 'check-out', via)) ? 'closed' : 'already-applied';
-      // The session already ended by itself (timeout, closing time, a later check-in) after the member had left:
-      // the check-out gives its real end.
-      const ended = await Session.findOne({
-        userId,
-        status: 'ended',
-        startedAt: trusted({ $lte: at }),
-        endedAt: trusted({ $gt: at }),
-        endReason: trusted({ $in: ['auto-timeout', 'branch-closed', 'superseded'] }),
-      })
-        .sort({ startedAt: -1 })
-        .lean<SessionDoc>();
-      if (!ended) {
-        // No session to end yet: its check-in may still be on its way (a batch retried later). Kept for it.
-        try {
-          await PendingCheckOut.create({ _id: sessionId, userId, branchId, at, via, createdAt: clock.now() });
-          return 'check-out-held';
-        } catch (err) {
-          if (isDuplicateKey(err)) return 'already-applied';
-          throw err;
-        }
-      }
-      const { modifiedCount } = await Session.updateOne(
-        { _id: ended._id, status: 'ended', endedAt: trusted({ $gt: at }) },
-        {
-          $set: {
-            endedAt: at,
-            durationMs: Math.max(0, atMs - ended.startedAt.getTime()),
-            endReason: 'check-out',
-            endedVia: via,
-          },
-        },
-      );
-      return modifiedCount > 0 ? 'end-corrected' : 'already-applied';
+    async applyOfflineCheckOut(event) {
+      const outcome = await applyCheckOut(event);
+      // A check-in the cloud recorded as a conflict because this check-out (earlier by event time) had not been
+      // applied yet is a visit of its own: placed again now that the session it conflicted with is over. Run on a
+      // retried check-out too (`already-applied`), so a run interrupted between the two steps completes.
+      if (outcome !== 'same-tap' && outcome !== 'check-out-held') await reviveConflicts(event.userId);
+      return outcome;
     },
 
     async idle(timeoutMs = 5_000) {

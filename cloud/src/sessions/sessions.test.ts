@@ -670,6 +670,53 @@ describe('gym sessions', function () {
       await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
     });
 
+    it('places a second visit stored before the first visit’s check-out as a visit, not a conflict', async () => {
+      clock.set(Date.UTC(2026, 2, 11, 11, 30));
+      const m = await member();
+      const a1In = scan('check-in', m, Date.UTC(2026, 2, 11, 8, 0));
+      const a1Out = scan('check-out', m, Date.UTC(2026, 2, 11, 9, 0));
+      const a2In = scan('check-in', m, Date.UTC(2026, 2, 11, 10, 0));
+      const applied = (n: number, status: string) =>
+        eventually(
+          `${n} sessions, the last ${status}`,
+          async () => {
+            const docs = await sessionsOf(m.userId);
+            return docs.length === n && docs.at(-1)?.status === status ? docs : undefined;
+          },
+          10_000,
+        );
+      // Stored (and reconciled) in three batches in the order A1-in, A2-in, A1-out.
+      await send([a1In]);
+      await applied(1, 'active');
+      await send([a2In]);
+      await applied(2, 'conflict'); // A1 is still open as far as the cloud knows
+      await send([a1Out]);
+      const docs = await eventually(
+        'the second visit placed again',
+        async () => {
+          const d = await sessionsOf(m.userId);
+          return d[1]?.status === 'active' ? d : undefined;
+        },
+        10_000,
+      );
+      expect(docs.map((d): unknown[] => [d.status, d.endReason, d.durationMs])).to.deep.equal([
+        ['ended', 'check-out', HOUR],
+        ['active', undefined, undefined],
+      ]);
+      expect(docs[1]).to.not.have.property('conflictWith');
+      expect((docs[1]!.startedAt as Date).getTime()).to.equal(Date.UTC(2026, 2, 11, 10, 0));
+      expect((await claimOf(m.userId))?.sessionId).to.equal(docs[1]!._id);
+      // Retried runs of all three (the sweep after a failure): nothing changes.
+      await tc.sessions.reconcileScans([stored(a1In), stored(a2In), stored(a1Out)]);
+      await tc.sessions.reconcileScans([stored(a1Out)]);
+      const again = await sessionsOf(m.userId);
+      expect(again.map((d): unknown => d.status)).to.deep.equal(['ended', 'active']);
+      expect(again[0]!.endedAt).to.deep.equal(docs[0]!.endedAt);
+      const history = await api(m, 'GET', '/api/sessions/history');
+      expect(history.body.usage).to.include({ visits: 2, conflicts: 0 });
+      await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
+    });
+
     it('holds no check-out for later when a retried check-out had closed its session', async () => {
       clock.set(Date.UTC(2026, 2, 7, 16, 0));
       const m = await member();
