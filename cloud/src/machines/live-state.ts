@@ -204,6 +204,8 @@ export interface LiveState {
   ): Promise<GatewayApplyResult>;
   /** The machines of a branch whose records came through `gateway` (all of the branch's if omitted). */
   listBranch(branch: BranchId, gateway?: GatewayId): Promise<MachineView[]>;
+  /** One machine of a branch, as listBranch shows it; undefined when the cloud holds no live state of it. */
+  get(branch: BranchId, machine: MachineId): Promise<MachineView | undefined>;
 }
 
 type ScriptResult = [number, number, number, number, string, string, string, string];
@@ -293,51 +295,61 @@ export function createLiveState(redis: Redis): LiveState {
 
     async listBranch(branch, gateway) {
       const ids = (await redis.smembers(liveKeys.branchMachines(branch))).sort();
-      if (ids.length === 0) return [];
-      const reads = redis.pipeline();
-      for (const id of ids) reads.hgetall(liveKeys.machine(branch, id as MachineId));
-      const hashes = ((await reads.exec()) ?? []).map(([err, value]) => {
-        if (err) throw err;
-        return value as Record<string, string>;
-      });
-      const gateways = [...new Set(hashes.map((h) => h.gw).filter((g): g is string => g !== undefined))];
-      const gatewayReads = redis.pipeline();
-      for (const g of gateways) gatewayReads.hmget(liveKeys.gateway(branch, g as GatewayId), 'online', 'since');
-      const gatewayStates = new Map<string, { online: string | null; since: string | null }>();
-      ((await gatewayReads.exec()) ?? []).forEach(([err, value], i) => {
-        if (err) throw err;
-        const [online, since] = value as [string | null, string | null];
-        gatewayStates.set(gateways[i]!, { online, since });
-      });
-      const views: MachineView[] = [];
-      hashes.forEach((h, i) => {
-        // A machine in the index whose hash is gone (deleted by an operator) is skipped, not shown half.
-        if (h.machine === undefined) return;
-        if (gateway !== undefined && h.gw !== gateway) return;
-        const gw = h.gw === undefined ? undefined : gatewayStates.get(h.gw);
-        let status = h.status ?? 'unknown';
-        let since = h.since ?? h.firstSeen ?? '0';
-        if (gw?.online === '0') {
-          status = 'unknown';
-          since = gw.since ?? since;
-        }
-        const view: MachineView = {
-          ...availabilityOf(ids[i] as MachineId, {
-            status,
-            since,
-            type: h.type ?? '',
-            displayName: h.displayName ?? '',
-          }),
-          ...(h.gw === undefined ? {} : { gateway: h.gw as GatewayId }),
-          ...(h.lastSeen === undefined ? {} : { lastSeen: Number(h.lastSeen) }),
-          ...(h.metrics === undefined ? {} : { metrics: parseMetrics(h.metrics) }),
-          ...(h.tTs === undefined ? {} : { metricsTs: Number(h.tTs) }),
-        };
-        views.push(view);
-      });
-      return views;
+      return viewsOf(branch, ids, gateway);
+    },
+
+    async get(branch, machine) {
+      // One machine's hash (and its gateway's), not the branch's: a link or a status check reads this per tap.
+      return (await viewsOf(branch, [machine]))[0];
     },
   };
+
+  /** The views of these machines of a branch (those whose hash exists), through `gateway` only if given. */
+  async function viewsOf(branch: BranchId, ids: readonly string[], gateway?: GatewayId): Promise<MachineView[]> {
+    if (ids.length === 0) return [];
+    const reads = redis.pipeline();
+    for (const id of ids) reads.hgetall(liveKeys.machine(branch, id as MachineId));
+    const hashes = ((await reads.exec()) ?? []).map(([err, value]) => {
+      if (err) throw err;
+      return value as Record<string, string>;
+    });
+    const gateways = [...new Set(hashes.map((h) => h.gw).filter((g): g is string => g !== undefined))];
+    const gatewayReads = redis.pipeline();
+    for (const g of gateways) gatewayReads.hmget(liveKeys.gateway(branch, g as GatewayId), 'online', 'since');
+    const gatewayStates = new Map<string, { online: string | null; since: string | null }>();
+    ((await gatewayReads.exec()) ?? []).forEach(([err, value], i) => {
+      if (err) throw err;
+      const [online, since] = value as [string | null, string | null];
+      gatewayStates.set(gateways[i]!, { online, since });
+    });
+    const views: MachineView[] = [];
+    hashes.forEach((h, i) => {
+      // A machine in the index whose hash is gone (deleted by an operator) is skipped, not shown half.
+      if (h.machine === undefined) return;
+      if (gateway !== undefined && h.gw !== gateway) return;
+      const gw = h.gw === undefined ? undefined : gatewayStates.get(h.gw);
+      let status = h.status ?? 'unknown';
+      let since = h.since ?? h.firstSeen ?? '0';
+      if (gw?.online === '0') {
+        status = 'unknown';
+        since = gw.since ?? since;
+      }
+      const view: MachineView = {
+        ...availabilityOf(ids[i] as MachineId, {
+          status,
+          since,
+          type: h.type ?? '',
+          displayName: h.displayName ?? '',
+        }),
+        ...(h.gw === undefined ? {} : { gateway: h.gw as GatewayId }),
+        ...(h.lastSeen === undefined ? {} : { lastSeen: Number(h.lastSeen) }),
+        ...(h.metrics === undefined ? {} : { metrics: parseMetrics(h.metrics) }),
+        ...(h.tTs === undefined ? {} : { metricsTs: Number(h.tTs) }),
+      };
+      views.push(view);
+    });
+    return views;
+  }
 }
 
 function availabilityOf(
