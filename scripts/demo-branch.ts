@@ -28,15 +28,12 @@ import { createBranches } from '../cloud/src/branches/service.ts';
 import { createIdentityStore } from '../cloud/src/broker/identities.ts';
 import { IdentityExists, type IdentityStore } from '../cloud/src/broker/identities.ts';
 import { addMachine, addObserver } from '../cloud/src/broker/provisioning.ts';
-import { createEquipment } from '../cloud/src/equipment/service.ts';
 import { createGatewayStore } from '../cloud/src/gateways/service.ts';
-import type { UsersContext } from '../cloud/src/users/context.ts';
-import { createMembershipService } from '../cloud/src/users/memberships.ts';
-import { userModels } from '../cloud/src/users/models.ts';
 import { enrolGateway } from '../edge-gateway/src/enrolment/enrol.ts';
 import { enrolmentFilePath } from '../edge-gateway/src/enrolment/credentials.ts';
 import { version as gatewayVersion } from '../edge-gateway/src/version.ts';
 import { systemClock } from '../tools/runtime/clock.ts';
+import { equipmentForSetup, membershipsForSetup } from '../tools/setup/branch-setup.ts';
 import { hashSecret, newSecret } from '../tools/mqtt/secrets.ts';
 import { machineIdAt, typeAt } from '../simulators/src/machines/index.ts';
 import { asReaderId } from '../protocol/index.ts';
@@ -214,10 +211,7 @@ async function ensureMember(
   expectStatus(joined, [200, 201, 202], 'ask to join the demo branch');
   if (joined.body.status === 'requested') {
     const userId = String((login.body.user as { id: string }).id);
-    const memberships = createMembershipService({
-      models: await userModels(mongo),
-      clock: systemClock,
-    } as Pick<UsersContext, 'models' | 'clock'> as UsersContext);
+    const memberships = await membershipsForSetup(mongo);
     await memberships.join(userId, branch, { by: SETUP_ACTOR });
   }
 }
@@ -435,18 +429,7 @@ async function ensureReaders(
   branch: string,
   gatewayId: string,
 ): Promise<void> {
-  const gateways = await createGatewayStore({ mongo, clock: systemClock, identities });
-  const equipment = await createEquipment({
-    mongo,
-    clock: systemClock,
-    identities,
-    gatewayOf: async (b, g) => {
-      const doc = await gateways.get(g);
-      return doc && doc.branch === b ? { enrolled: doc.enrolledAt !== null } : undefined;
-    },
-    // The gateway is not running yet: its first birth gets the configuration with these readers.
-    onConfigChange: () => undefined,
-  });
+  const equipment = await equipmentForSetup(mongo, identities);
   const have = new Set<string>((await equipment.readers(branch)).map((r) => r.reader));
   for (const s of SCANNERS) {
     if (have.has(s.reader)) continue;

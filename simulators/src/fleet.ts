@@ -160,12 +160,15 @@ export interface LinkStats {
   /** Taps on a machine's NFC pad to link, and the second taps that unlink. */
   readonly linkTaps: number;
   readonly unlinkTaps: number;
-  /** `link` commands received for a tap, and denials (`display` at level error) by their text. */
+  /** `link` commands received for a tap, and denials of a tap to link (`display` at level error) by their text. */
   readonly linked: number;
   readonly denied: number;
   readonly deniedBy: Readonly<Record<string, number>>;
   /** Unlinks confirmed (the gateway's "Unlinked" display, or an `unlink` command). */
   readonly unlinked: number;
+  /** Taps to unlink answered with an error (e.g. the cloud did not know the link yet), by their text. */
+  readonly unlinkDenied: number;
+  readonly unlinkDeniedBy: Readonly<Record<string, number>>;
   /** Sessions that ended with their tap still unanswered. */
   readonly unanswered: number;
 }
@@ -267,8 +270,10 @@ export function startFleet(options: FleetOptions): Fleet {
     denied: 0,
     unlinked: 0,
     unanswered: 0,
+    unlinkDenied: 0,
   };
   const deniedBy: Record<string, number> = {};
+  const unlinkDeniedBy: Record<string, number> = {};
   const runnerById = new Map<string, Runner>();
   const started = performance.now();
   const series = createSeries(options.seriesIntervalMs ?? 1000);
@@ -424,10 +429,17 @@ export function startFleet(options: FleetOptions): Fleet {
     } else if (name === 'unlink') {
       linkCounts.unlinked += 1;
     } else if (name === 'display' && body.level === 'error') {
-      if (runner.link === 'tapped') runner.link = 'denied';
-      linkCounts.denied += 1;
       const why = typeof body.text === 'string' ? body.text.slice(0, 60) : 'unknown';
-      deniedBy[why] = (deniedBy[why] ?? 0) + 1;
+      if (runner.link === 'tapped') {
+        // The answer to this member's tap to link.
+        runner.link = 'denied';
+        linkCounts.denied += 1;
+        deniedBy[why] = (deniedBy[why] ?? 0) + 1;
+      } else {
+        // Nobody is waiting for a link here: the answer to the last member's tap to unlink.
+        linkCounts.unlinkDenied += 1;
+        unlinkDeniedBy[why] = (unlinkDeniedBy[why] ?? 0) + 1;
+      }
     } else if (name === 'display' && typeof body.text === 'string' && body.text.startsWith('Unlinked')) {
       linkCounts.unlinked += 1;
     }
@@ -761,7 +773,7 @@ export function startFleet(options: FleetOptions): Fleet {
           max: ackLatency.totalCount ? ackLatency.maxValue : 0,
           count: ackLatency.totalCount,
         },
-        links: { ...linkCounts, deniedBy: { ...deniedBy } },
+        links: { ...linkCounts, deniedBy: { ...deniedBy }, unlinkDeniedBy: { ...unlinkDeniedBy } },
       };
     },
     latencyEncoded() {

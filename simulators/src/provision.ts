@@ -27,17 +27,14 @@ import { createAuditLog } from '../../cloud/src/audit/index.ts';
 import { createBranches } from '../../cloud/src/branches/service.ts';
 import { createIdentityStore, type IdentityStore } from '../../cloud/src/broker/identities.ts';
 import { addMachine } from '../../cloud/src/broker/provisioning.ts';
-import { createEquipment } from '../../cloud/src/equipment/service.ts';
 import { createGatewayStore } from '../../cloud/src/gateways/service.ts';
-import type { UsersContext } from '../../cloud/src/users/context.ts';
-import { createMembershipService } from '../../cloud/src/users/memberships.ts';
-import { userModels } from '../../cloud/src/users/models.ts';
 import { enrolGateway } from '../../edge-gateway/src/enrolment/enrol.ts';
 import { version as gatewayVersion } from '../../edge-gateway/src/version.ts';
 import { MAX_GATEWAY_MACHINES } from '../../protocol/messages/command.ts';
 import { asReaderId } from '../../protocol/ids.ts';
 import { systemClock } from '../../tools/runtime/clock.ts';
 import { findFreePort } from '../../tools/services/index.ts';
+import { equipmentForSetup, membershipsForSetup } from '../../tools/setup/branch-setup.ts';
 import type { FleetMachine } from './fleet.ts';
 import { machineIdAt, typeAt, type SimulatedMachineType } from './machines/index.ts';
 
@@ -140,17 +137,7 @@ export async function provisionRun(
     const identities = createIdentityStore(mongo);
     const gatewayStore = await createGatewayStore({ mongo, clock: systemClock, identities });
     const branches = await createBranches({ mongo, clock: systemClock, audit: createAuditLog(mongo) });
-    const equipment = await createEquipment({
-      mongo,
-      clock: systemClock,
-      identities,
-      gatewayOf: async (b, g) => {
-        const doc = await gatewayStore.get(g);
-        return doc && doc.branch === b ? { enrolled: doc.enrolledAt !== null } : undefined;
-      },
-      // The gateways are not running yet: their first birth gets the configuration with these readers.
-      onConfigChange: () => undefined,
-    });
+    const equipment = await equipmentForSetup(mongo, identities);
     const members = await memberSetup(mongo);
     const planned: PlannedGateway[] = [];
     const desks: BranchDesk[] = [];
@@ -225,10 +212,7 @@ export async function provisionRun(
 async function memberSetup(mongo: Connection) {
   const accounts = await createAccountStore(mongo, systemClock);
   const cards = await createCardStore({ mongo, clock: systemClock });
-  const memberships = createMembershipService({
-    models: await userModels(mongo),
-    clock: systemClock,
-  } as Pick<UsersContext, 'models' | 'clock'> as UsersContext);
+  const memberships = await membershipsForSetup(mongo);
   // One hash for all: a password nobody holds (simulated members tap cards, they never log in).
   const passwordHash = await hashPassword(randomBytes(32).toString('base64url'));
   return {

@@ -100,7 +100,13 @@ export function summaryRows(r: RunReport): [string, string][] {
       ],
       [
         'taps on machines',
-        `${n(links.linkTaps)} to link: ${n(links.linked)} linked, ${n(links.denied)} denied; ${n(links.unlinkTaps)} to unlink`,
+        `${n(links.linkTaps)} to link: ${n(links.linked)} linked, ${n(links.denied)} denied; ${n(links.unlinkTaps)} to unlink: ` +
+          `${n(links.unlinked)} unlinked, ${n(links.unlinkDenied)} refused` +
+          (links.unlinkDenied
+            ? ` (${Object.entries(links.unlinkDeniedBy)
+                .map(([why, count]) => `${count} × "${why}"`)
+                .join(', ')})`
+            : ''),
       ],
       [
         'tap → link p50 / p95 / p99 / max',

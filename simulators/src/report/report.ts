@@ -220,9 +220,12 @@ function sumPersisted(all: readonly PersistedCounts[]): PersistedCounts | undefi
 function mergeAccess(all: readonly WorkerAccess[]): AccessReport | undefined {
   if (all.length === 0) return undefined;
   const sum = (pick: (l: LinkStats) => number) => all.reduce((total, a) => total + pick(a.links), 0);
-  const deniedBy: Record<string, number> = {};
-  for (const a of all)
-    for (const [why, count] of Object.entries(a.links.deniedBy)) deniedBy[why] = (deniedBy[why] ?? 0) + count;
+  const byText = (pick: (l: LinkStats) => Readonly<Record<string, number>> | undefined) => {
+    const out: Record<string, number> = {};
+    for (const a of all)
+      for (const [why, count] of Object.entries(pick(a.links) ?? {})) out[why] = (out[why] ?? 0) + count;
+    return out;
+  };
   const h = latencyHistogram();
   for (const a of all) addEncoded(h, a.linkLatency);
   const linkLatencyUs = summarize(h);
@@ -235,9 +238,11 @@ function mergeAccess(all: readonly WorkerAccess[]): AccessReport | undefined {
       unlinkTaps: sum((l) => l.unlinkTaps),
       linked: sum((l) => l.linked),
       denied: sum((l) => l.denied),
-      deniedBy,
+      deniedBy: byText((l) => l.deniedBy),
       unlinked: sum((l) => l.unlinked),
       unanswered: sum((l) => l.unanswered),
+      unlinkDenied: sum((l) => l.unlinkDenied ?? 0),
+      unlinkDeniedBy: byText((l) => l.unlinkDeniedBy),
     },
     linkLatencyUs,
   };
