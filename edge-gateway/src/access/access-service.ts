@@ -22,6 +22,17 @@
  *    link/unlink decisions are the cloud's own and need no record (AccessScan's action is check-in/check-out only).
  *    Credentials: AccessScan carries the credential as the protocol defines it (the UID; the QR token, which
  *    expires within 60 s and whose nonce is single-use) — the cloud needs them to reconcile; logs carry neither.
+ * 6. The gateway stands by what it decided offline until the cloud has applied it: its records reach the cloud
+ *    seconds later (more under load), so an online answer meanwhile may contradict them. It remembers, in memory,
+ *    the members it checked in offline (forgotten at their check-out) and the links it made offline (forgotten at
+ *    their unlink, or an online link/unlink at that machine), each for OFFLINE_VOUCH_MS and at most
+ *    OFFLINE_VOUCH_MAX of each. The cloud's `not-checked-in` to a link of a member it checked in offline, or its
+ *    `not-linked` to an unlink of a link it made offline, is then overridden: decided offline as after a timeout,
+ *    with the OfflineDecision naming the request tried (the cloud applies it in order after the check-in or link
+ *    records, machines/index.ts applyOfflineDecisions). Logged at info, counted in stats().overrides.
+ *    Why a time bound rather than the uplink's acks: an ack says the batch is stored, not applied (the cloud applies
+ *    stored records afterwards, and an offline link waits up to 2 min for its check-in); 10 min is far beyond
+ *    that under load, while a wrong override is undone by the cloud (an offline link without a visit is undone).
  */
 import { createEnvelopeStamper, newReqId, RECORD_KIND_LANE, topics, validatePayload } from '../../../protocol/index.ts';
 import type {
@@ -62,8 +73,11 @@ export interface AccessOutcome {
   /** Scan to decision, ms. */
   readonly latencyMs: number;
   readonly reqId: ReqId;
-  /** Why the cloud was not asked or did not decide (offline decisions only). */
-  readonly fallback?: 'offline' | 'timeout' | 'error' | 'replayed';
+  /**
+   * Why the cloud was not asked or did not decide (offline decisions only). `cloud-behind`: the cloud answered
+   * `not-checked-in` / `not-linked` against this gateway's own offline check-in or link it has not applied yet.
+   */
+  readonly fallback?: 'offline' | 'timeout' | 'error' | 'replayed' | 'cloud-behind';
 }
 
 export interface DoorDecision {
@@ -90,6 +104,8 @@ export interface AccessServiceOptions {
   readonly machineCommand: (topic: string, payload: Buffer) => Promise<void>;
   readonly nowMs: () => number;
   readonly log: Logger;
+  /** Bounds of the memory of this gateway's own offline check-ins and links (point 6); defaults for tests to lower. */
+  readonly vouch?: { readonly maxAgeMs: number; readonly maxEntries: number };
 }
 
 export interface AccessStats {
@@ -100,6 +116,8 @@ export interface AccessStats {
   readonly denied: number;
   readonly unconfiguredReader: number;
   readonly recordFailures: number;
+  /** Cloud answers overridden by the gateway's own offline decisions the cloud had not applied yet. */
+  readonly overrides: { readonly notCheckedIn: number; readonly notLinked: number };
   readonly last?: {
     readonly action: AccessAction;
     readonly decision: string;
@@ -125,6 +143,38 @@ export interface AccessService {
 /** How long a machine command the gateway sends stays executable (a link shown minutes late is worse than none). */
 const MACHINE_COMMAND_TTL_MS = 10_000;
 
+/** How long the gateway stands by an offline check-in or link against the cloud's contrary answer (point 6). */
+export const OFFLINE_VOUCH_MS = 10 * 60_000;
+/** At most this many offline check-ins, and as many offline links, are remembered (oldest forgotten first). */
+export const OFFLINE_VOUCH_MAX = 10_000;
+
+/** A bounded, insertion-ordered memory of recent offline decisions: by count and by age. */
+function createRecent<K, V extends { readonly atMs: number }>(
+  nowMs: () => number,
+  bounds: { readonly maxAgeMs: number; readonly maxEntries: number },
+) {
+  const entries = new Map<K, V>();
+  const prune = () => {
+    const now = nowMs();
+    for (const [key, value] of entries) {
+      if (entries.size <= bounds.maxEntries && now - value.atMs <= bounds.maxAgeMs) break;
+      entries.delete(key);
+    }
+  };
+  return {
+    set(key: K, value: V) {
+      entries.delete(key); // re-inserted at the end: the order stays the order of decision
+      entries.set(key, value);
+      prune();
+    },
+    get(key: K): V | undefined {
+      prune();
+      return entries.get(key);
+    },
+    delete: (key: K) => entries.delete(key),
+  };
+}
+
 export function createAccessService(options: AccessServiceOptions): AccessService {
   const { branch, signedConfig, allowList, replay, requester, log, nowMs } = options;
   const stamper = createEnvelopeStamper({
@@ -136,6 +186,10 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
   const decisionListeners: ((outcome: AccessOutcome) => void)[] = [];
   /** Who the gateway last linked at each machine (from its own allow decisions). */
   const linked = new Map<MachineId, UserId>();
+  /** Members this gateway checked in offline (not out since), and links it made offline: point 6. */
+  const vouch = options.vouch ?? { maxAgeMs: OFFLINE_VOUCH_MS, maxEntries: OFFLINE_VOUCH_MAX };
+  const checkedInOffline = createRecent<UserId, { readonly atMs: number }>(nowMs, vouch);
+  const linkedOffline = createRecent<MachineId, { readonly userId: UserId; readonly atMs: number }>(nowMs, vouch);
   let qrKeys: Keyring | undefined;
   let qrKeysOf: unknown;
   const counts = {
@@ -147,6 +201,7 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
     unconfiguredReader: 0,
     recordFailures: 0,
   };
+  const overrides = { notCheckedIn: 0, notLinked: 0 };
   let last: AccessStats['last'];
 
   function currentQrKeys(): Keyring | undefined {
@@ -292,6 +347,11 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
         fallback = answer.why;
       }
     }
+    if (decision.decision === 'allow' && decision.userId !== undefined) {
+      // Online, the cloud knows; offline, the gateway stands by its check-in until the cloud has applied it.
+      if (action === 'check-in' && decidedBy === 'offline') checkedInOffline.set(decision.userId, { atMs: nowMs() });
+      else checkedInOffline.delete(decision.userId);
+    }
     const latencyMs = Math.max(0, Math.round(nowMs() - scan.atMs));
     const outcome: AccessOutcome = {
       action,
@@ -348,6 +408,12 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
       if (answer.ok) {
         decision = answer.decision;
         decidedBy = 'online';
+        const overridden = overrideOf(machine, identified, unlinking, userId, answer.decision, reqId);
+        if (overridden !== undefined) {
+          decision = overridden;
+          decidedBy = 'offline';
+          fallback = 'cloud-behind';
+        }
       } else {
         decision = unlinking ? { decision: 'allow', userId } : decideOffline('link', identified, offlineContext());
         fallback = answer.why;
@@ -355,12 +421,21 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
     }
     // The cloud toggles too: a link request by the member already linked there (say, linked from the app, which
     // this gateway never saw) unlinks them, answered as deny `unlinked` with the unlink command sent by the cloud.
-    if (decision.decision === 'deny' && decision.reason === 'unlinked') linked.delete(machine);
+    // `not-linked` (and not overridden): the cloud holds no link of theirs here, so the next tap is a link again.
+    if (decision.decision === 'deny' && (decision.reason === 'unlinked' || decision.reason === 'not-linked')) {
+      linked.delete(machine);
+      linkedOffline.delete(machine);
+    }
     if (decision.decision === 'allow') {
-      if (unlinking) linked.delete(machine);
-      else {
+      if (unlinking) {
+        linked.delete(machine);
+        linkedOffline.delete(machine);
+      } else {
         const member = decision.userId ?? userId;
         if (member !== undefined) linked.set(machine, member);
+        if (member !== undefined && decidedBy === 'offline')
+          linkedOffline.set(machine, { userId: member, atMs: nowMs() });
+        else linkedOffline.delete(machine);
       }
     }
     const outcome: AccessOutcome = {
@@ -384,6 +459,44 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
     return outcome;
   }
 
+  /**
+   * The decision the gateway takes instead of the cloud's answer when that answer contradicts the gateway's own
+   * offline check-in or link the cloud has not applied yet (point 6); undefined to keep the cloud's answer.
+   */
+  function overrideOf(
+    machine: MachineId,
+    identified: Identified,
+    unlinking: boolean,
+    userId: UserId | undefined,
+    answer: Decision,
+    reqId: ReqId,
+  ): Decision | undefined {
+    if (answer.decision !== 'deny' || userId === undefined) return undefined;
+    if (unlinking && answer.reason === 'not-linked') {
+      const mine = linkedOffline.get(machine);
+      if (mine?.userId !== userId) return undefined;
+      overrides.notLinked += 1;
+      log.info(
+        { machine, userId, reqId, cloud: answer.reason, linkedOfflineAgoMs: nowMs() - mine.atMs },
+        'cloud answer overridden: this gateway linked the member offline, not applied by the cloud yet; unlinked offline',
+      );
+      return { decision: 'allow', userId };
+    }
+    if (!unlinking && answer.reason === 'not-checked-in') {
+      const mine = checkedInOffline.get(userId);
+      if (mine === undefined) return undefined;
+      const offline = decideOffline('link', identified, offlineContext());
+      if (offline.decision !== 'allow') return undefined; // the gateway would not allow it either: the cloud's deny
+      overrides.notCheckedIn += 1;
+      log.info(
+        { machine, userId, reqId, cloud: answer.reason, checkedInOfflineAgoMs: nowMs() - mine.atMs },
+        'cloud answer overridden: this gateway checked the member in offline, not applied by the cloud yet; linked offline',
+      );
+      return offline;
+    }
+    return undefined;
+  }
+
   return {
     async scan(scan) {
       const role = signedConfig.document?.readers.find((r) => r.reader === scan.reader);
@@ -403,7 +516,7 @@ export function createAccessService(options: AccessServiceOptions): AccessServic
       decisionListeners.push(listener);
     },
     readers: () => signedConfig.document?.readers ?? [],
-    stats: () => ({ ...counts, ...(last === undefined ? {} : { last }) }),
+    stats: () => ({ ...counts, overrides: { ...overrides }, ...(last === undefined ? {} : { last }) }),
   };
 }
 
