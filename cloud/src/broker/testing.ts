@@ -9,6 +9,7 @@ import type { Connection } from 'mongoose';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import type { RequestResponse } from '../../../protocol/index.ts';
 import { systemClock } from '../../../tools/runtime/clock.ts';
 import { connectMongoose, uniqueDbName } from '../../../test/helpers/services.ts';
 import type { AppTokenAuthenticator } from './auth.ts';
@@ -148,4 +149,27 @@ export async function subscribeGranted(
     if (packet?.granted) return packet.granted;
     throw err;
   }
+}
+
+/**
+ * Publishes a gateway request (`body` names its reqId) on `topic` and resolves with the cloud's answer naming that
+ * reqId, as it arrives on a `…/res` topic the client subscribed to.
+ */
+export async function gatewayRequest(
+  client: MqttClient,
+  topic: string,
+  body: { reqId: string } & Record<string, unknown>,
+): Promise<RequestResponse> {
+  const answered = new Promise<RequestResponse>((resolve) => {
+    const onMessage = (received: string, payload: Buffer) => {
+      if (!received.endsWith('/res')) return;
+      const answer = JSON.parse(payload.toString()) as RequestResponse;
+      if (answer.reqId !== body.reqId) return;
+      client.off('message', onMessage);
+      resolve(answer);
+    };
+    client.on('message', onMessage);
+  });
+  await client.publishAsync(topic, JSON.stringify(body), { qos: 1 });
+  return answered;
 }

@@ -21,9 +21,10 @@ import {
   type UplinkRecord,
 } from '../../../protocol/index.ts';
 import { startTestCloud, createTestAccount, type TestAccount, type TestCloud } from '../../../test/helpers/accounts.ts';
-import { eventually } from '../../../test/helpers/eventually.ts';
+import { eventually, gate } from '../../../test/helpers/eventually.ts';
 import { createIdentityStore } from '../broker/identities.ts';
 import { addGateway, addMachine } from '../broker/provisioning.ts';
+import { gatewayRequest } from '../broker/testing.ts';
 import { WEEKDAYS } from '../branches/hours.ts';
 import { T0, TestGateway } from '../ingest/testing.ts';
 import type { StoredRecord } from '../ingest/stored-hooks.ts';
@@ -35,12 +36,6 @@ const branch = asBranchId(GYM);
 const GW = asGatewayId('gw-link-once');
 const BIKE = 'bike-once' as MachineId;
 const open24 = Object.fromEntries(WEEKDAYS.map((d) => [d, [{ open: '00:00', close: '24:00' }]])) as never;
-
-function gate() {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => (open = resolve));
-  return { open, opened };
-}
 
 describe('one tap, one effect: machine links the cloud made after its deadline', function () {
   this.timeout(60_000);
@@ -67,22 +62,7 @@ describe('one tap, one effect: machine links the cloud made after its deadline',
   }
 
   async function request(name: 'link' | 'unlink', reqId: string, body: Record<string, unknown>) {
-    const answered = new Promise<RequestResponse>((resolve) => {
-      const onMessage = (topic: string, payload: Buffer) => {
-        if (!topic.endsWith('/res')) return;
-        const r = JSON.parse(payload.toString()) as RequestResponse;
-        if (r.reqId !== reqId) return;
-        gw.client.off('message', onMessage);
-        resolve(r);
-      };
-      gw.client.on('message', onMessage);
-    });
-    await gw.client.publishAsync(
-      topics.gatewayRequest(branch, GW, name),
-      JSON.stringify({ reqId, ts: now(), ...body }),
-      { qos: 1 },
-    );
-    return answered;
+    return gatewayRequest(gw.client, topics.gatewayRequest(branch, GW, name), { reqId, ts: now(), ...body });
   }
 
   /** The gateway's OfflineDecision of a tap as ingest hands it to the machines domain once stored. */
@@ -116,6 +96,26 @@ describe('one tap, one effect: machine links the cloud made after its deadline',
   const claim = () => tc.mongo.collection(LINKS_COLLECTION).findOne({ _id: BIKE });
   const historyOf = (userId: string) =>
     tc.mongo.collection(LINK_HISTORY_COLLECTION).find({ machine: BIKE, userId }).sort({ startedAt: 1 }).toArray();
+  /** The member's link history once it has rows; `beforeEach` runs before every look (e.g. an ingest sweep). */
+  const historyWhenRecorded = (what: string, userId: string, intervalMs: number, beforeEach?: () => Promise<unknown>) =>
+    eventually(
+      what,
+      async () => {
+        await beforeEach?.();
+        const found = await historyOf(userId);
+        return found.length > 0 ? found : undefined;
+      },
+      10_000,
+      intervalMs,
+    );
+  /** History rows as [via, startedAt ms, endedAt ms, endReason]. */
+  const spans = (rows: Record<string, unknown>[]): unknown[] =>
+    rows.map((r): unknown => [
+      r['via'],
+      (r['startedAt'] as Date).getTime(),
+      (r['endedAt'] as Date).getTime(),
+      r['endReason'],
+    ]);
 
   function expectTimeout(answer: RequestResponse): void {
     expect(answer.ok, JSON.stringify(answer)).to.equal(false);
@@ -288,6 +288,16 @@ describe('one tap, one effect: machine links the cloud made after its deadline',
     };
     const sessionOf = (userId: string) =>
       tc.mongo.collection(SESSION_COLLECTIONS.sessions).find({ userId }).sort({ startedAt: 1 }).toArray();
+    /** The access lane delivers the offline check-in of `m` at `ts`; resolves once it has opened the visit. */
+    async function offlineCheckIn(m: TestAccount & { uid: string }, ts: number): Promise<void> {
+      await gw.send('access', { batchId: newBatchId(), records: [scan('check-in', m, ts)] });
+      await eventually(
+        'the check-in reconciled',
+        async () => (await sessionOf(m.userId))[0]?.['status'] === 'active',
+        10_000,
+        50,
+      );
+    }
     const undos: { topic: string; userId: string }[] = [];
 
     beforeEach(() => {
@@ -315,13 +325,7 @@ describe('one tap, one effect: machine links the cloud made after its deadline',
       await tc.machines.idle();
       expect(await claim()).to.equal(null);
       // Then the access lane: the offline check-in 10 s before the link.
-      await gw.send('access', { batchId: newBatchId(), records: [scan('check-in', m, checkInAt)] });
-      await eventually(
-        'the check-in reconciled',
-        async () => (await sessionOf(m.userId))[0]?.['status'] === 'active',
-        10_000,
-        50,
-      );
+      await offlineCheckIn(m, checkInAt);
       // The sweep retries the waiting link (it runs every 5 s on its own; the manual clock is moved past its age).
       clock.advance(6_000);
       await eventually(
@@ -365,32 +369,12 @@ describe('one tap, one effect: machine links the cloud made after its deadline',
       });
       await tc.machines.idle();
       expect(await historyOf(m.userId)).to.deep.equal([]);
-      await gw.send('access', { batchId: newBatchId(), records: [scan('check-in', m, t - 40_000)] });
-      await eventually(
-        'the check-in reconciled',
-        async () => (await sessionOf(m.userId))[0]?.['status'] === 'active',
-        10_000,
-        50,
-      );
+      await offlineCheckIn(m, t - 40_000);
       clock.advance(6_000);
-      const rows = await eventually(
-        'the link applied, then its unlink',
-        async () => {
-          await tc.ingest.sweepStored();
-          const found = await historyOf(m.userId);
-          return found.length > 0 ? found : undefined;
-        },
-        10_000,
-        100,
+      const rows = await historyWhenRecorded('the link applied, then its unlink', m.userId, 100, () =>
+        tc.ingest.sweepStored(),
       );
-      expect(
-        rows.map((r): unknown => [
-          r['via'],
-          (r['startedAt'] as Date).getTime(),
-          (r['endedAt'] as Date).getTime(),
-          r['endReason'],
-        ]),
-      ).to.deep.equal([['offline', t - 30_000, t - 10_000, 'offline-decision']]);
+      expect(spans(rows)).to.deep.equal([['offline', t - 30_000, t - 10_000, 'offline-decision']]);
       expect(await claim()).to.equal(null);
       const pending = await tc.mongo
         .collection('offline_decisions')
@@ -416,23 +400,8 @@ describe('one tap, one effect: machine links the cloud made after its deadline',
       );
       const link = linkRecord(m, t - 40_000);
       await gw.send('records', { batchId: newBatchId(), records: [link] });
-      const rows = await eventually(
-        'the past link recorded',
-        async () => {
-          const found = await historyOf(m.userId);
-          return found.length > 0 ? found : undefined;
-        },
-        10_000,
-        50,
-      );
-      expect(
-        rows.map((r): unknown => [
-          r['via'],
-          (r['startedAt'] as Date).getTime(),
-          (r['endedAt'] as Date).getTime(),
-          r['endReason'],
-        ]),
-      ).to.deep.equal([['offline', t - 40_000, t - 20_000, 'session-ended']]);
+      const rows = await historyWhenRecorded('the past link recorded', m.userId, 50);
+      expect(spans(rows)).to.deep.equal([['offline', t - 40_000, t - 20_000, 'session-ended']]);
       expect(await claim()).to.equal(null);
       expect((await sessionOf(m.userId))[0]!['machinesUsed']).to.deep.equal([BIKE]);
       expect(undos.filter((u) => u.userId === m.userId)).to.deep.equal([]);

@@ -10,7 +10,7 @@ import sinon from 'sinon';
 import type { MqttClient } from 'mqtt';
 import { createManualClock } from '../../../tools/runtime/clock.ts';
 import { startTestCloud, type TestCloud } from '../../../test/helpers/accounts.ts';
-import { eventually } from '../../../test/helpers/eventually.ts';
+import { eventually, gate } from '../../../test/helpers/eventually.ts';
 import {
   PROTOCOL_MINOR,
   asBranchId,
@@ -25,7 +25,7 @@ import {
 import { createAccountStore, type AccountStore } from '../accounts/store.ts';
 import { addGateway } from '../broker/provisioning.ts';
 import { createIdentityStore } from '../broker/identities.ts';
-import { connectClient } from '../broker/testing.ts';
+import { connectClient, gatewayRequest } from '../broker/testing.ts';
 import { WEEKDAYS } from '../branches/hours.ts';
 import { SESSION_COLLECTIONS, type SessionDoc } from './model.ts';
 
@@ -35,13 +35,6 @@ const GW = 'gw-once';
 const T0 = Date.UTC(2026, 2, 2, 9, 0);
 const MIN = 60_000;
 const open6to22 = Object.fromEntries(WEEKDAYS.map((d) => [d, [{ open: '06:00', close: '22:00' }]])) as never;
-
-/** A door the test opens: what a stalled write waits for. */
-function gate() {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => (open = resolve));
-  return { open, opened };
-}
 
 describe('one tap, one effect: door decisions the cloud took after its deadline', function () {
   this.timeout(60_000);
@@ -68,22 +61,12 @@ describe('one tap, one effect: door decisions the cloud took after its deadline'
 
   /** A door request of the test gateway with a given reqId; resolves with the cloud's answer. */
   async function door(name: 'check-in' | 'check-out', uid: string, reqId: string): Promise<RequestResponse> {
-    const answered = new Promise<RequestResponse>((resolve) => {
-      const onMessage = (topic: string, payload: Buffer) => {
-        if (!topic.endsWith('/res')) return;
-        const body = JSON.parse(payload.toString()) as RequestResponse;
-        if (body.reqId !== reqId) return;
-        gw.off('message', onMessage);
-        resolve(body);
-      };
-      gw.on('message', onMessage);
+    return gatewayRequest(gw, topics.gatewayRequest(asBranchId(GYM), asGatewayId(GW), name), {
+      reqId,
+      ts: clock.nowMs(),
+      reader: 'door-1',
+      credential: { kind: 'nfc', uid },
     });
-    await gw.publishAsync(
-      topics.gatewayRequest(asBranchId(GYM), asGatewayId(GW), name),
-      JSON.stringify({ reqId, ts: clock.nowMs(), reader: 'door-1', credential: { kind: 'nfc', uid } }),
-      { qos: 1 },
-    );
-    return answered;
   }
 
   /** The gateway's record of an offline decision, naming the online request it tried first (if any). */
@@ -176,6 +159,35 @@ describe('one tap, one effect: door decisions the cloud took after its deadline'
     if (!answer.ok) expect(answer.error.code).to.equal('timeout');
   }
 
+  /**
+   * A door request of the test gateway answered `timeout` while `hold` stalls the cloud's step past the deadline;
+   * resolves once the stalled step was let go and has run.
+   */
+  async function lateDoor(
+    name: 'check-in' | 'check-out',
+    m: { uid: string },
+    reqId: string,
+    hold: (until: Promise<void>) => { done: Promise<void> },
+  ): Promise<void> {
+    const late = gate();
+    const step = hold(late.opened);
+    expectTimeout(await door(name, m.uid, reqId));
+    late.open();
+    await step.done;
+  }
+
+  /** The member checks in through the app (not through the door under test). */
+  const appCheckIn = (m: { uid: string }) =>
+    tc.sessions.checkIn({ credential: { kind: 'nfc', uid: m.uid }, branchId: GYM, via: { origin: 'app' } });
+
+  /** A new member, checked in through the app. */
+  async function checkedInMember(): Promise<{ userId: string; uid: string }> {
+    const m = await member();
+    const opened = await appCheckIn(m);
+    if (!opened.ok) throw new Error(opened.reason);
+    return m;
+  }
+
   before(async () => {
     tc = await startTestCloud({
       clock,
@@ -209,12 +221,8 @@ describe('one tap, one effect: door decisions the cloud took after its deadline'
     clock.set(T0);
     const m = await member();
     const reqId = newReqId();
-    const late = gate();
-    const write = stall(tc.mongo.models.GymSession!, 'create', late.opened);
     // The session write stalls past the deadline: the gateway is answered `timeout` and decides offline.
-    expectTimeout(await door('check-in', m.uid, reqId));
-    late.open();
-    await write.done;
+    await lateDoor('check-in', m, reqId, (until) => stall(tc.mongo.models.GymSession!, 'create', until));
     const online = await eventually('the late online session', async () => (await sessionsOf(m.userId))[0], 10_000);
     expect(online).to.deep.include({ status: 'active' });
     expect(online.startedVia).to.include({ origin: 'gateway', gateway: GW, reqId });
@@ -265,11 +273,7 @@ describe('one tap, one effect: door decisions the cloud took after its deadline'
     clock.set(T0 + 20 * MIN);
     const m = await member();
     const reqId = newReqId();
-    const late = gate();
-    const claim = stall(tc.mongo.models.ActiveSession!, 'create', late.opened);
-    expectTimeout(await door('check-in', m.uid, reqId));
-    late.open();
-    await claim.done;
+    await lateDoor('check-in', m, reqId, (until) => stall(tc.mongo.models.ActiveSession!, 'create', until));
     // The claim was taken after the deadline: released again, no session written.
     await eventually('the late claim released', async () => (await claimOf(m.userId)) === null, 10_000);
     expect(await sessionsOf(m.userId)).to.have.length(0);
@@ -283,20 +287,12 @@ describe('one tap, one effect: door decisions the cloud took after its deadline'
 
   it('a check-out written after the deadline and the offline record of the same tap: ended once, nothing held', async () => {
     clock.set(T0 + 30 * MIN);
-    const m = await member();
-    const opened = await tc.sessions.checkIn({
-      credential: { kind: 'nfc', uid: m.uid },
-      branchId: GYM,
-      via: { origin: 'app' },
-    });
-    if (!opened.ok) throw new Error(opened.reason);
+    const m = await checkedInMember();
     clock.advance(40 * MIN);
     const reqId = newReqId();
-    const late = gate();
-    const end = stall(tc.mongo.models.GymSession!, 'findOneAndUpdate', late.opened, true);
-    expectTimeout(await door('check-out', m.uid, reqId));
-    late.open();
-    await end.done;
+    await lateDoor('check-out', m, reqId, (until) =>
+      stall(tc.mongo.models.GymSession!, 'findOneAndUpdate', until, true),
+    );
     const [ended] = await sessionsOf(m.userId);
     expect(ended).to.deep.include({ status: 'ended', endReason: 'check-out', durationMs: 40 * MIN });
     expect(ended!.endedVia).to.include({ origin: 'gateway', reqId });
@@ -316,32 +312,18 @@ describe('one tap, one effect: door decisions the cloud took after its deadline'
     expect(await pendingCheckOuts(m.userId)).to.equal(0);
     // The member checks in again: nothing of that tap ends the new visit.
     await tc.sessions.reconcileScans([stored(record)]);
-    const again = await tc.sessions.checkIn({
-      credential: { kind: 'nfc', uid: m.uid },
-      branchId: GYM,
-      via: { origin: 'app' },
-    });
+    const again = await appCheckIn(m);
     expect(again.ok).to.equal(true);
     await tc.sessions.checkOut({ userId: m.userId, via: { origin: 'app' } });
   });
 
   it('a check-out past the deadline before it ends the session ends nothing: the offline decision ends it', async () => {
     clock.set(T0 + 2 * 60 * MIN);
-    const m = await member();
-    const opened = await tc.sessions.checkIn({
-      credential: { kind: 'nfc', uid: m.uid },
-      branchId: GYM,
-      via: { origin: 'app' },
-    });
-    if (!opened.ok) throw new Error(opened.reason);
+    const m = await checkedInMember();
     clock.advance(30 * MIN);
     const reqId = newReqId();
-    const late = gate();
     // Held before it reads the open session: past the deadline it writes nothing.
-    const find = stall(tc.mongo.models.GymSession!, 'findOne', late.opened, true);
-    expectTimeout(await door('check-out', m.uid, reqId));
-    late.open();
-    await find.done;
+    await lateDoor('check-out', m, reqId, (until) => stall(tc.mongo.models.GymSession!, 'findOne', until, true));
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect((await sessionsOf(m.userId))[0]).to.deep.include({ status: 'active' });
     const record = scan('check-out', m, reqId);

@@ -31,7 +31,7 @@ import {
 } from '../../../protocol/index.ts';
 import { addGateway } from '../broker/provisioning.ts';
 import { createIdentityStore } from '../broker/identities.ts';
-import { connectClient } from '../broker/testing.ts';
+import { connectClient, gatewayRequest } from '../broker/testing.ts';
 import { WEEKDAYS } from '../branches/hours.ts';
 import type { SessionEnded, SessionView } from './index.ts';
 import { SESSION_COLLECTIONS } from './model.ts';
@@ -100,22 +100,12 @@ describe('gym sessions', function () {
 
   /** A door request from the test gateway; resolves with its answer. */
   async function door(name: 'check-in' | 'check-out', uid: string): Promise<RequestResponse> {
-    const reqId: string = newMsgId();
-    const answered = new Promise<RequestResponse>((resolve) => {
-      const onMessage = (_topic: string, payload: Buffer) => {
-        const body = JSON.parse(payload.toString()) as RequestResponse;
-        if (body.reqId !== reqId) return;
-        gw.off('message', onMessage);
-        resolve(body);
-      };
-      gw.on('message', onMessage);
+    return gatewayRequest(gw, topics.gatewayRequest(asBranchId(GYM_A), asGatewayId('gw-door'), name), {
+      reqId: newMsgId(),
+      ts: clock.nowMs(),
+      reader: 'door-1',
+      credential: { kind: 'nfc', uid },
     });
-    await gw.publishAsync(
-      topics.gatewayRequest(asBranchId(GYM_A), asGatewayId('gw-door'), name),
-      JSON.stringify({ reqId, ts: clock.nowMs(), reader: 'door-1', credential: { kind: 'nfc', uid } }),
-      { qos: 1 },
-    );
-    return answered;
   }
 
   const sessionsOf = (userId: string) =>
