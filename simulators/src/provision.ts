@@ -33,6 +33,7 @@ import { version as gatewayVersion } from '../../edge-gateway/src/version.ts';
 import { MAX_GATEWAY_MACHINES } from '../../protocol/messages/command.ts';
 import { asReaderId } from '../../protocol/ids.ts';
 import { systemClock } from '../../tools/runtime/clock.ts';
+import { forEachLimited } from '../../tools/runtime/concurrency.ts';
 import { findFreePort } from '../../tools/services/index.ts';
 import { equipmentForSetup, membershipsForSetup } from '../../tools/setup/branch-setup.ts';
 import type { FleetMachine } from './fleet.ts';
@@ -104,14 +105,6 @@ export function branchMachines(
       type,
     };
   });
-}
-
-async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) await work(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 /**
@@ -188,7 +181,7 @@ export async function provisionRun(
         });
       }
       const machines = branchMachines(branch, options.machinesPerBranch, options.mix);
-      await inParallel([...machines.entries()], PROVISION_CONCURRENCY, async ([i, m]) => {
+      await forEachLimited([...machines.entries()], PROVISION_CONCURRENCY, async ([i, m]) => {
         const gateway = gateways[i % gateways.length]!;
         const { secret } = await addMachine({ store: identities }, { id: m.id, branch, gateway: gateway.id });
         gateway.machines.push({ id: m.id, type: m.type, secret, branch, url: `mqtt://127.0.0.1:${gateway.port}` });
@@ -198,7 +191,7 @@ export async function provisionRun(
       ids.push(...machines.map((m) => m.id));
       options.log?.(`branch ${branch}: provisioning ${options.membersPerBranch} members with NFC cards`);
       const numbers = Array.from({ length: options.membersPerBranch }, (_, i) => i + 1);
-      await inParallel(numbers, PROVISION_CONCURRENCY, (n) => members.add(branch, n));
+      await forEachLimited(numbers, PROVISION_CONCURRENCY, (n) => members.add(branch, n));
       planned.push(...gateways);
       desks.push({ branch, doorsIn, doorsOut, members: options.membersPerBranch });
     }

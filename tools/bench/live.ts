@@ -32,6 +32,7 @@ import { appendToDoc, fmtMs, latencyOf, type Latency } from './live-report.ts';
 import { markdownTable, terminalTable } from './ingest-report.ts';
 import { benchCommand, cpuTimeMs, machineInfo, runHeader } from './system.ts';
 import { startCloudOnPort } from './cloud-process.ts';
+import { forEachLimited } from '../runtime/concurrency.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -98,18 +99,6 @@ const post = (url: string, body: unknown, token?: string) =>
     },
     body: JSON.stringify(body),
   });
-
-async function pool<T>(items: readonly T[], width: number, work: (item: T, i: number) => Promise<void>) {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: width }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        await work(items[i]!, i);
-      }
-    }),
-  );
-}
 
 /** Registers, marks verified (MongoDB, as the email link would) and logs in an account; returns id and token. */
 async function account(cloudUrl: string, db: mongoose.Connection, role?: 'admin') {
@@ -253,7 +242,7 @@ async function main() {
     gateways.set(b, { id, secret });
   }
   say(`provisioning ${machines.length} machines`);
-  await pool(machines, 8, async (m) => {
+  await forEachLimited(machines, 8, async (m) => {
     await addMachine({ store }, { id: m.id, branch: m.branch, gateway: gateways.get(m.branch)!.id });
   });
 
@@ -338,7 +327,7 @@ async function main() {
   say(`creating ${members} members (register, verify, join, check in, link)`);
   const made: Member[] = [];
   let done = 0;
-  await pool(machines.slice(0, members), 6, async (m) => {
+  await forEachLimited(machines.slice(0, members), 6, async (m) => {
     const a = await account(cloudUrl, db);
     // The gym grants the membership (a member's own POST /api/users/branches/:id is only a request).
     await json(
@@ -380,7 +369,7 @@ async function main() {
   let measureFrom = Number.POSITIVE_INFINITY;
   let wrongUser = 0;
   const apps: MqttClient[] = [];
-  await pool(
+  await forEachLimited(
     Array.from({ length: opts.apps }, (_, i) => i),
     16,
     async (i) => {

@@ -62,10 +62,8 @@ export interface AccessReport {
   readonly stored?: StoredAccess | undefined;
 }
 
-export interface WorkerResult {
-  readonly worker: number;
-  readonly machines: number;
-  readonly durationMs: number;
+/** What the fleet counted: one process's in a WorkerResult, the run's (summed) in the report. */
+export interface FleetCounts {
   readonly sent: Record<SentKind, number>;
   readonly sentBytes: number;
   readonly acked: number;
@@ -82,6 +80,12 @@ export interface WorkerResult {
   readonly bad: Record<BadPayloadKind, number>;
   readonly links: number;
   readonly unlinks: number;
+}
+
+export interface WorkerResult extends FleetCounts {
+  readonly worker: number;
+  readonly machines: number;
+  readonly durationMs: number;
   /** Runs with front desks (provisioned members): check-ins and links. */
   readonly access?: WorkerAccess | undefined;
   /** PUBACK latency, hdr compressed base64 ('' when empty). */
@@ -150,24 +154,7 @@ export interface RunReport {
   readonly members: number;
   readonly target: string;
   readonly host: { readonly cpuModel: string; readonly cores: number; readonly node: string };
-  readonly counts: {
-    readonly sent: Record<SentKind, number>;
-    readonly sentTotal: number;
-    readonly sentBytes: number;
-    readonly acked: number;
-    readonly pendingAtEnd: number;
-    readonly dropped: number;
-    readonly errors: number;
-    readonly connects: number;
-    readonly reconnects: number;
-    readonly connectedAtEnd: number;
-    readonly neverConnected: number;
-    readonly flaps: number;
-    readonly outages: number;
-    readonly bad: Record<BadPayloadKind, number>;
-    readonly links: number;
-    readonly unlinks: number;
-  };
+  readonly counts: FleetCounts & { readonly sentTotal: number };
   /** What each of the run's gateways still held in its durable queue when it stopped, and where it was kept. */
   readonly gatewayQueues?: readonly GatewayQueueLeft[] | undefined;
   /** Check-ins at the doors and links at the machines (runs with provisioned members). */
